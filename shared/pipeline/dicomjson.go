@@ -338,19 +338,41 @@ func valued(vals []string) []string {
 }
 
 // personNameJSON is a PN value in DICOM JSON (PS3.18 F.2.2): its component
-// groups that have a non-empty component, each without trailing component
-// delimiters (PS3.5 6.2.1.1 lets them be omitted); ok is false when no
-// group has one (an empty value, or "^^^^").
+// groups that have a non-empty component (personNameGroups); ok is false
+// when no group has one (an empty value, or "^^^^").
 func personNameJSON(v string) (jsonPN, bool) {
-	var pn jsonPN
-	dst := []*string{&pn.Alphabetic, &pn.Ideographic, &pn.Phonetic}
-	ok := false
-	for i, g := range strings.SplitN(v, "=", 3) {
-		if g = strings.TrimRight(g, "^ "); strings.Trim(g, "^ ") != "" {
-			*dst[i], ok = g, true
+	g := personNameGroups(v)
+	return jsonPN{Alphabetic: g[0], Ideographic: g[1], Phonetic: g[2]}, g != [3]string{}
+}
+
+// personNameGroups are the alphabetic, ideographic and phonetic component
+// groups of a decoded PN value, each without trailing component delimiters
+// and padding (PS3.5 6.2.1.1 lets them be omitted), "" for one without a
+// non-empty component: the one rule of the DICOM JSON document's names
+// and the study index's (IndexedPersonName), whatever the character set.
+func personNameGroups(v string) [3]string {
+	var g [3]string
+	for i, s := range strings.SplitN(v, "=", 3) {
+		if s = strings.TrimRight(s, "^ "); strings.Trim(s, "^ ") != "" {
+			g[i] = s
 		}
 	}
-	return pn, ok
+	return g
+}
+
+// IndexedPersonName is a decoded PN value as the study index keeps it
+// (InstanceRecord.PatientName, StudySummary.PatientName): its component
+// groups (personNameGroups) joined by "=", trailing empty groups dropped,
+// so "Doe^John^^^" is "Doe^John", "Yamada^Tarou=山田^太郎=" is
+// "Yamada^Tarou=山田^太郎", "=山田^太郎" stays, and a name of delimiters
+// alone ("^^^^", "=^^^^=") is "", no name.
+func IndexedPersonName(v string) string {
+	g := personNameGroups(v)
+	n := len(g)
+	for n > 0 && g[n-1] == "" {
+		n--
+	}
+	return strings.Join(g[:n], "=")
 }
 
 // number renders an IS/DS value as a JSON number; unparseable text is kept

@@ -97,7 +97,7 @@ var patientChecks = []patientCheck{
 	{"(0010,0020)", "Patient ID", func(s *StudySummary) *string { return &s.PatientID },
 		func(in InstanceRecord) string { return in.PatientID }, sameText},
 	{"(0010,0010)", "Patient's Name", func(s *StudySummary) *string { return &s.PatientName },
-		func(in InstanceRecord) string { return in.PatientName }, samePersonName},
+		func(in InstanceRecord) string { return IndexedPersonName(in.PatientName) }, samePersonName},
 	{"(0010,0030)", "Patient's Birth Date", func(s *StudySummary) *string { return &s.PatientBirthDate },
 		func(in InstanceRecord) string { return in.PatientBirthDate }, sameText},
 }
@@ -144,6 +144,9 @@ func samePersonName(a, b string) bool {
 //     the study's patient stays as it is (an instance of another patient
 //     neither rewrites nor fills it). Otherwise in fills the study's empty
 //     patient attributes (Patient's Sex too). Never a silent merge.
+//     Patient's Name is taken in the index's form (IndexedPersonName): a
+//     name of delimiters alone is no name, which neither fills the study's
+//     nor disagrees with it.
 func (s *StudySummary) Merge(in InstanceRecord) []Finding {
 	if s.StudyInstanceUID == "" {
 		s.StudyInstanceUID = in.StudyInstanceUID
@@ -250,11 +253,13 @@ func (s *StudySummary) Count(in InstanceRecord, outcome UpsertOutcome, newSeries
 func (s StudySummary) PatientMismatch() bool { return HasFinding(s.Findings, CodePatientMismatch) }
 
 // Indexed returns in as the index keeps it after an upsert with outcome:
-// Conflict is the index's verdict (whatever the SCP flagged) and its
+// its Patient's Name in the index's form (IndexedPersonName, as Merge
+// compares and fills it), Conflict is the index's verdict (whatever the SCP flagged) and its
 // findings are its own (validation's) followed by found, from Merge. Any
 // patient-mismatch finding in already is the index's earlier verdict and
 // gives way to found.
 func (in InstanceRecord) Indexed(outcome UpsertOutcome, found []Finding) InstanceRecord {
+	in.PatientName = IndexedPersonName(in.PatientName)
 	in.Conflict = outcome == InstanceConflict
 	in.Findings = slices.DeleteFunc(slices.Clone(in.Findings), func(f Finding) bool { return f.Code == CodePatientMismatch })
 	in.Findings = append(in.Findings, found...)

@@ -304,7 +304,7 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 		StudyDescription:  d.first(&h.Data, tagStudyDescription),
 		AccessionNumber:   d.first(&h.Data, tagAccessionNumber),
 		PatientID:         d.first(&h.Data, tagPatientID),
-		PatientName:       d.first(&h.Data, tagPatientName),
+		PatientName:       IndexedPersonName(d.first(&h.Data, tagPatientName)),
 		PatientBirthDate:  birth,
 		PatientSex:        d.first(&h.Data, tagPatientSex),
 	}

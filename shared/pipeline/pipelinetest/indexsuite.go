@@ -66,6 +66,7 @@ func RunIndexStore(t *testing.T, h IndexHarness) {
 	t.Run("SameContentOtherStudy", func(t *testing.T) { testSameContentOtherStudy(t, h) })
 	t.Run("FillIn", func(t *testing.T) { testFillIn(t, h) })
 	t.Run("PatientMismatch", func(t *testing.T) { testPatientMismatch(t, h) })
+	t.Run("PersonNameForm", func(t *testing.T) { testPersonNameForm(t, h) })
 	t.Run("ReceivedOutOfOrder", func(t *testing.T) { testReceivedOutOfOrder(t, h) })
 	t.Run("InterruptedUpsert", func(t *testing.T) { testInterrupted(t, h) })
 	t.Run("InterruptedResend", func(t *testing.T) { testInterruptedResend(t, h) })
@@ -738,6 +739,52 @@ func testFillIn(t *testing.T, h IndexHarness) {
 	if diff := cmp.Diff(attrs{"PID-1", "Doe^Jane", "1970-01-01", "F", "CT HEAD", "ACC1"},
 		attrs{got.PatientID, got.PatientName, got.PatientBirthDate, got.PatientSex, got.StudyDescription, got.AccessionNumber}); diff != "" {
 		t.Errorf("study attributes (-want +got):\n%s", diff)
+	}
+}
+
+// testPersonNameForm: Patient's Name is kept in one form whatever the
+// character set it was decoded from: each component group without
+// trailing empty components, trailing empty groups dropped, and a name of
+// delimiters alone (an ISO 2022 sender's "=^^^^=" as a Latin-1 one's
+// "^^^^") no name, which neither shows in the study nor disagrees with
+// the name a later instance brings.
+func testPersonNameForm(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	for i, tt := range []struct{ sent, kept string }{
+		{"^^^^", ""},
+		{"=^^^^=", ""},
+		{"^^=^^^^=^", ""},
+		{"Doe^John^^^", "Doe^John"},
+		{"Doe^John^^Dr.^", "Doe^John^^Dr."},
+		{"Yamada^Tarou=山田^太郎=", "Yamada^Tarou=山田^太郎"},
+		{"Yamada^Tarou^^^=山田^太郎^^^=やまだ^たろう^", "Yamada^Tarou=山田^太郎=やまだ^たろう"},
+		{"=山田^太郎", "=山田^太郎"},
+		{"^^^^=山田^太郎^^=", "=山田^太郎"},
+		{"Wang^XiaoDong=王^小東=", "Wang^XiaoDong=王^小東"},
+		{"Buc^Jérôme^^^", "Buc^Jérôme"},
+	} {
+		in := Record(100+i, 1, 1, "aa", 0)
+		in.PatientName = tt.sent
+		r := upsert(t, ix, in, pipeline.InstanceNew)
+		got := getStudy(t, ix, in.StudyInstanceUID)
+		var listed string
+		if len(got.Instances) == 1 {
+			listed = got.Instances[0].PatientName
+		}
+		if r.Instance.PatientName != tt.kept || r.Study.PatientName != tt.kept || got.PatientName != tt.kept || listed != tt.kept {
+			t.Errorf("%q kept as %q (instance), %q (study), %q (GetStudy), %q (GetStudy's instance); want %q",
+				tt.sent, r.Instance.PatientName, r.Study.PatientName, got.PatientName, listed, tt.kept)
+		}
+	}
+	// A study whose first instance named no one takes the name of the
+	// next, with no mismatch.
+	first := Record(1, 1, 1, "aa", 0)
+	first.PatientName = "=^^^^="
+	upsert(t, ix, first, pipeline.InstanceNew)
+	next := Record(1, 1, 2, "bb", time.Second)
+	r := upsert(t, ix, next, pipeline.InstanceNew)
+	if len(r.Instance.Findings) != 0 || len(r.Study.Findings) != 0 || r.Study.PatientName != "Doe^Jane" {
+		t.Errorf("after a name of delimiters alone: study name %q, findings %v / %v", r.Study.PatientName, r.Instance.Findings, r.Study.Findings)
 	}
 }
 
