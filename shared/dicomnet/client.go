@@ -591,10 +591,10 @@ func (a *ClientAssociation) readResponse(rq *dimse.Command) (*dimse.Command, err
 				return nil, aerr
 			}
 			cmd = cmd[:0]
-			if c.CommandField&0x8000 == 0 || c.Has(dimse.HasMessageIDBeingRespondedTo) && c.MessageIDBeingRespondedTo != msgID {
+			if !dimse.IsResponse(c.CommandField) || c.Has(dimse.HasMessageIDBeingRespondedTo) && c.MessageIDBeingRespondedTo != msgID {
 				continue // a request of the peer's, or a response to something else: not ours to take
 			}
-			if want := rq.CommandField | 0x8000; c.CommandField != want {
+			if want := dimse.ResponseField(rq.CommandField); c.CommandField != want {
 				_, aerr := a.fireRx(rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue,
 					err: fmt.Errorf("dicomnet: response of command 0x%04x to message %d, want 0x%04x", c.CommandField, msgID, want)})
 				return nil, aerr

@@ -98,7 +98,7 @@ func (a *association) dispatch(ctxID byte, cmd *dimse.Command) rxEvent {
 	if pc == nil {
 		return a.protocolError(fmt.Errorf("dicomnet: command on context %d, which was not accepted", ctxID))
 	}
-	if cmd.CommandField&0x8000 != 0 {
+	if dimse.IsResponse(cmd.CommandField) {
 		return a.onResponse(pc, cmd)
 	}
 	svc, ok := services[cmd.CommandField]

@@ -335,9 +335,9 @@ func TestResponsesEchoOnlyValidUIDs(t *testing.T) {
 			}
 			p.SendPDVs(pdvs...)
 			rsp := p.ExpectCommand()
-			if rsp.CommandField != tt.rq.CommandField|0x8000 || rsp.MessageIDBeingRespondedTo != tt.rq.MessageID || rsp.Status != tt.want {
+			if rsp.CommandField != dimse.ResponseField(tt.rq.CommandField) || rsp.MessageIDBeingRespondedTo != tt.rq.MessageID || rsp.Status != tt.want {
 				t.Fatalf("response %04X to %d status %04X, want %04X to %d status %04X", rsp.CommandField, rsp.MessageIDBeingRespondedTo,
-					rsp.Status, tt.rq.CommandField|0x8000, tt.rq.MessageID, tt.want)
+					rsp.Status, dimse.ResponseField(tt.rq.CommandField), tt.rq.MessageID, tt.want)
 			}
 			if got, has := rsp.AffectedSOPClassUID, rsp.Has(dimse.HasAffectedSOPClassUID); got != tt.wantClass || has != (tt.wantClass != "") {
 				t.Errorf("Affected SOP Class UID %.80q (present %v), want %q", got, has, tt.wantClass)

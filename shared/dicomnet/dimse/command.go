@@ -9,22 +9,33 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
 
-// Command field values (0000,0100).
+// Command field values (0000,0100). A response's is its request's with responseBit set (ResponseField).
 const (
 	CStoreRQ  uint16 = 0x0001
-	CStoreRSP uint16 = 0x8001
+	CStoreRSP        = CStoreRQ | responseBit
 	CGetRQ    uint16 = 0x0010
 	CFindRQ   uint16 = 0x0020
 	CMoveRQ   uint16 = 0x0021
 	CEchoRQ   uint16 = 0x0030
-	CEchoRSP  uint16 = 0x8030
+	CEchoRSP         = CEchoRQ | responseBit
 	CCancelRQ uint16 = 0x0FFF
 
 	NEventReportRQ  uint16 = 0x0100
-	NEventReportRSP uint16 = 0x8100
+	NEventReportRSP        = NEventReportRQ | responseBit
 	NActionRQ       uint16 = 0x0130
-	NActionRSP      uint16 = 0x8130
+	NActionRSP             = NActionRQ | responseBit
 )
+
+// responseBit is the bit of the Command Field that only a response's has (PS3.7 E.1: 0001H C-STORE-RQ, 8001H
+// C-STORE-RSP, …).
+const responseBit uint16 = 0x8000
+
+// IsResponse reports whether a Command Field is a response's.
+func IsResponse(field uint16) bool { return field&responseBit != 0 }
+
+// ResponseField is the Command Field of the response to a request whose field is request: the one rule of the
+// response a requestor awaits and of the response a receiver builds.
+func ResponseField(request uint16) uint16 { return request | responseBit }
 
 // CommandDataSetType (0000,0800): NoDataSet means no dataset follows; any other value means one does.
 const NoDataSet uint16 = 0x0101
@@ -335,7 +346,7 @@ func NewUnrecognizedRSP(rq *Command) *Command {
 	c := &Command{
 		Present: HasAffectedSOPClassUID | HasCommandField | HasMessageIDBeingRespondedTo |
 			HasCommandDataSetType | HasStatus,
-		AffectedSOPClassUID: rq.AffectedSOPClassUID, CommandField: rq.CommandField | 0x8000,
+		AffectedSOPClassUID: rq.AffectedSOPClassUID, CommandField: ResponseField(rq.CommandField),
 		MessageIDBeingRespondedTo: rq.MessageID, CommandDataSetType: NoDataSet,
 		Status: StatusUnrecognizedOperation,
 	}

@@ -377,3 +377,37 @@ func FuzzWithoutComments(f *testing.F) {
 		}
 	})
 }
+
+// TestResponseField holds the one rule of a response's Command Field (PS3.7 E.1): its request's with the response
+// bit set, the bit only a response has. The client (the response it awaits) and NewUnrecognizedRSP (the response
+// it builds) each computed it for themselves, the server's dispatch tested the bit for itself.
+func TestResponseField(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		request, want uint16
+	}{
+		{"C-STORE", CStoreRQ, CStoreRSP},
+		{"C-ECHO", CEchoRQ, CEchoRSP},
+		{"N-EVENT-REPORT", NEventReportRQ, NEventReportRSP},
+		{"N-ACTION", NActionRQ, NActionRSP},
+		{"C-FIND", CFindRQ, 0x8020},
+		{"C-GET", CGetRQ, 0x8010},
+		{"C-MOVE", CMoveRQ, 0x8021},
+		{"N-GET", 0x0110, 0x8110},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ResponseField(tc.request); got != tc.want {
+				t.Errorf("ResponseField(0x%04X) = 0x%04X, want 0x%04X", tc.request, got, tc.want)
+			}
+			if IsResponse(tc.request) || !IsResponse(tc.want) {
+				t.Errorf("IsResponse(0x%04X) = %v, IsResponse(0x%04X) = %v; want false, true", tc.request, IsResponse(tc.request), tc.want, IsResponse(tc.want))
+			}
+			if got := NewUnrecognizedRSP(&Command{CommandField: tc.request, MessageID: 3}).CommandField; got != tc.want {
+				t.Errorf("NewUnrecognizedRSP of 0x%04X: command field 0x%04X, want 0x%04X", tc.request, got, tc.want)
+			}
+		})
+	}
+	if IsResponse(CCancelRQ) {
+		t.Error("C-CANCEL-RQ taken for a response")
+	}
+}
