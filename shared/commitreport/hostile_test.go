@@ -152,14 +152,14 @@ func TestReportToAHostilePACS(t *testing.T) {
 			p.AcceptAssociation(acceptRoles)
 			cmd, _ := p.ExpectMessage()
 			p.SendMessage(1, reportRSP(cmd, dimse.NEventReportRSP, cmd.MessageID+1), nil)
-			p.ExpectAbort(0, 0)
-		}, false, "no answer from the peer"},
+			p.ExpectAbort(2, pdu.AbortReasonInvalidParamValue)
+		}, false, "a response to message 2 while awaiting the response to message 1"},
 		{"responses to another message id, again and again", func(t *testing.T, p *dicomnettest.Parrot) {
 			p.AcceptAssociation(acceptRoles)
 			cmd, _ := p.ExpectMessage()
 			rsp := encoded(t, &pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(1, reportRSP(cmd, dimse.NEventReportRSP, cmd.MessageID+1))}})
 			until(p, hostileTimeout/3, func() error { _, err := p.Conn.Write(rsp); return err })
-		}, false, "no answer from the peer"},
+		}, false, "a response to message 2 while awaiting the response to message 1"},
 		{"response of another command", func(t *testing.T, p *dicomnettest.Parrot) {
 			p.AcceptAssociation(acceptRoles)
 			cmd, _ := p.ExpectMessage()

@@ -20,6 +20,11 @@ import (
 // WriteTimeout, past the deadline that cut the exchange (the commitment function's invocation).
 const TeardownWriteTimeout = time.Second
 
+// ErrUnexpectedResponse is matched (errors.Is) by the error of an exchange the peer answered with a response that
+// does not answer the request awaited: to another message id, to none, or of another command to ours. The
+// association is aborted (A-ABORT 02 06).
+var ErrUnexpectedResponse = errors.New("dicomnet: unexpected DIMSE response")
+
 // ClientConfig configures Dial.
 type ClientConfig struct {
 	CallingAE, CalledAE string
@@ -285,7 +290,7 @@ func (a *ClientAssociation) awaitClose() {
 }
 
 // awaitAnswer begins a wait for the peer's answer: every PDU received until it comes shares ResponseTimeout
-// (answerBy), so that a peer sending what is not the answer (responses to other messages, P-DATA while we
+// (answerBy), so that a peer sending what is not the answer (requests of its own, P-DATA while we
 // release, an answer trickled across PDUs) cannot hold the wait past it.
 func (a *ClientAssociation) awaitAnswer() {
 	a.answerBy = time.Time{}
@@ -565,16 +570,21 @@ func (a *ClientAssociation) request(ctx context.Context, what string, ctxID byte
 }
 
 // readResponse reads P-DATA (Evt10, DT-2) until a complete command set answering rq arrives, within one
-// ResponseTimeout in all (awaitAnswer). Any other PDU is fired on the state machine and ends the exchange; so does
-// a response to rq's message id that is not rq's response (a C-STORE-RSP to an N-EVENT-REPORT-RQ), an invalid
-// one (A-ABORT 02 06, as for a command set that does not decode): taken for rq's, it passed for its outcome.
+// ResponseTimeout in all (awaitAnswer). Any other PDU is fired on the state machine and ends the exchange. So does
+// a response that is not rq's (unexpectedResponse): one to another message id, or naming none, answers nothing we
+// have outstanding, since we run one operation at a time (no asynchronous operations window negotiated, PS3.7
+// D.3.3.3; a response's Message ID Being Responded To is its request's Message ID, PS3.7 9.3, 10.3), and one of
+// another command to rq's message id (a C-STORE-RSP to an N-EVENT-REPORT-RQ), taken for rq's, passed for its
+// outcome. A request of the peer's is skipped.
 func (a *ClientAssociation) readResponse(rq *dimse.Command) (*dimse.Command, error) {
-	msgID := rq.MessageID
 	a.awaitAnswer()
 	var cmd []byte
 	for {
 		p, rx := a.receive()
 		if act, err := a.fireRx(rx); act != dt2 {
+			if err == nil { // an ending that gives no reason is no answer all the same
+				err = errors.New("dicomnet: association ended before the response")
+			}
 			return nil, err
 		}
 		for _, v := range p.(*pdu.PDataTF).PDVs {
@@ -591,17 +601,37 @@ func (a *ClientAssociation) readResponse(rq *dimse.Command) (*dimse.Command, err
 				return nil, aerr
 			}
 			cmd = cmd[:0]
-			if !dimse.IsResponse(c.CommandField) || c.Has(dimse.HasMessageIDBeingRespondedTo) && c.MessageIDBeingRespondedTo != msgID {
-				continue // a request of the peer's, or a response to something else: not ours to take
+			if !dimse.IsResponse(c.CommandField) {
+				continue // a request of the peer's: not ours to take
 			}
-			if want := dimse.ResponseField(rq.CommandField); c.CommandField != want {
+			if why := unexpectedResponse(rq, c); why != "" {
 				_, aerr := a.fireRx(rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue,
-					err: fmt.Errorf("dicomnet: response of command 0x%04x to message %d, want 0x%04x", c.CommandField, msgID, want)})
+					err: fmt.Errorf("dicomnet: %s: %s: %w", a, why, ErrUnexpectedResponse)})
 				return nil, aerr
 			}
 			return c, nil
 		}
 	}
+}
+
+// unexpectedResponse says why the response rsp does not answer the request rq, or "" when it does: it names
+// rq's message id (Message ID Being Responded To) and is of rq's command.
+func unexpectedResponse(rq, rsp *dimse.Command) string {
+	switch {
+	case !rsp.Has(dimse.HasMessageIDBeingRespondedTo):
+		return fmt.Sprintf("a response naming no message (no Message ID Being Responded To) while awaiting the response to message %d", rq.MessageID)
+	case rsp.MessageIDBeingRespondedTo != rq.MessageID:
+		return fmt.Sprintf("a response to message %d while awaiting the response to message %d", rsp.MessageIDBeingRespondedTo, rq.MessageID)
+	case rsp.CommandField != dimse.ResponseField(rq.CommandField):
+		return fmt.Sprintf("response of command 0x%04x to message %d, want 0x%04x", rsp.CommandField, rq.MessageID, dimse.ResponseField(rq.CommandField))
+	}
+	return ""
+}
+
+// String names the association in errors: "association CALLING with CALLED at host:port" (AE titles and the
+// address dialled; no UID).
+func (a *ClientAssociation) String() string {
+	return fmt.Sprintf("association %s with %s at %s", a.cfg.CallingAE, a.cfg.CalledAE, a.dialAddr)
 }
 
 // Store sends a C-STORE-RQ and streams dataset (the data set bytes, without the Part 10 preamble and file meta,
