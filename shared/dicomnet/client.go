@@ -227,11 +227,23 @@ func agreedRoles(proposed map[string]Roles, answers []pdu.RoleSelection, sopClas
 
 // fire fires a local event (a request primitive) whose action sends a PDU. When the write fails, the transport
 // is gone: what the peer said last (an A-ABORT already in our receive buffer) or the closed connection is fired
-// next, and the write error returned.
+// next, and the write error returned. A message its exchange's cancellation stopped before a PDU of it was written
+// (cutError) leaves the transport whole: it is aborted (Evt15, AA-1), as a cancelled wait is, ARTIM waited for the
+// peer to close.
 func (a *ClientAssociation) fire(e event) error {
 	_, err := a.m.fire(e)
 	if err == nil {
 		return nil
+	}
+	if _, ok := errors.AsType[cutError](err); ok {
+		if _, aerr := a.m.fire(evt15); aerr != nil {
+			err = fmt.Errorf("%w (then the A-ABORT: %w)", err, aerr)
+		}
+		if a.m.state == sta13 {
+			a.awaitClose()
+		}
+		a.nc.Close()
+		return err
 	}
 	if abort := a.peerAbort(); abort.ev != evtNone {
 		a.m.fire(abort.ev)
@@ -241,6 +253,13 @@ func (a *ClientAssociation) fire(e event) error {
 	a.nc.Close()
 	return err
 }
+
+// cutError is a PDU of a message not written because the exchange's context ended (cause) before it was: the
+// peer has whole PDUs, so the connection can still carry an A-ABORT; a bare close would leave it mid-message.
+type cutError struct{ cause error }
+
+func (e cutError) Error() string { return "sending: " + e.cause.Error() }
+func (e cutError) Unwrap() error { return e.cause }
 
 // fireRx fires a received event and finishes what it started: in Sta13 it waits for the peer to close. The
 // returned error says why the association ended, when it did.
@@ -302,7 +321,9 @@ func (a *ClientAssociation) awaitAnswer() {
 // receive reads the next PDU and classifies it, or the read error, as an event: under ARTIM in Sta13, else by
 // the answer's deadline (awaitAnswer).
 func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
-	if !a.artimOn && !a.answerBy.IsZero() {
+	if !a.artimOn {
+		// No answer's deadline (ResponseTimeout disabled): none, clearing what a cancellation in an exchange
+		// before set (now), which else failed every later read.
 		if err := a.nc.SetReadDeadline(a.answerBy); err != nil {
 			return nil, rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: %w", err)}
 		}
@@ -740,23 +761,27 @@ func (a *ClientAssociation) connectTransport() error {
 
 func (a *ClientAssociation) write(b []byte) error { return a.writeOut(b, false, false) }
 
-// writeOut writes b within the write timeout. A message of the exchange under way (data) stops at its
-// cancellation too: looked at once the write deadline is set, which replaces interruptOn's (else a cancellation
-// landing between two writes was lost, and the data set sent on); a write that interruptOn's deadline ended says
-// so. Other PDUs (an A-ABORT, the A-RELEASE-RQ) are sent whatever the context: they end the association, within
-// TeardownWriteTimeout when they are an A-ABORT (teardown) or the exchange was cut.
+// writeOut writes b within the write timeout (none when it is disabled: the deadline is cleared, else one a
+// cancellation set in an exchange before, now, stayed on the connection and failed every later write). A message
+// of the exchange under way (data) stops at its cancellation too: looked at once the write deadline is set, which
+// replaces interruptOn's (else a cancellation landing between two writes was lost, and the data set sent on), it
+// returns a cutError, nothing written; a write that interruptOn's deadline ended says so. Other PDUs (an A-ABORT,
+// the A-RELEASE-RQ) are sent whatever the context: they end the association, within TeardownWriteTimeout when
+// they are an A-ABORT (teardown) or the exchange was cut.
 func (a *ClientAssociation) writeOut(b []byte, data, teardown bool) error {
 	wt := a.cfg.writeTimeout()
 	if !data && (teardown || a.interrupted() != nil) && (wt <= 0 || wt > TeardownWriteTimeout) {
 		wt = TeardownWriteTimeout
 	}
+	var deadline time.Time
 	if wt > 0 {
-		if err := a.nc.SetWriteDeadline(time.Now().Add(wt)); err != nil {
-			return err
-		}
+		deadline = time.Now().Add(wt)
+	}
+	if err := a.nc.SetWriteDeadline(deadline); err != nil {
+		return err
 	}
 	if cause := a.interrupted(); data && cause != nil {
-		return fmt.Errorf("sending: %w", cause)
+		return cutError{cause}
 	}
 	_, err := a.nc.Write(b)
 	switch cause := a.interrupted(); {

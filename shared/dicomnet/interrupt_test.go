@@ -408,3 +408,67 @@ func TestClientTeardownAfterACut(t *testing.T) {
 		t.Fatal("the teardown after the cut still running past TeardownWriteTimeout and ARTIM")
 	}
 }
+
+// TestClientCancelledBetweenPDUs: a C-STORE cancelled between two PDUs of its message ends the association with an
+// A-ABORT (AA-1), which the peer, holding whole PDUs only, can read: the connection was closed bare, mid-message,
+// the peer left to tell a cancellation from a crash.
+func TestClientCancelledBetweenPDUs(t *testing.T) {
+	cfg := storeCfg(0)
+	cfg.ARTIMTimeout = 50 * time.Millisecond
+	c := &hookedConn{}
+	p, a := associatedWithParrot(t, cfg, c) // the parrot's PDUs of 16 KiB at most: a data set of 64 KiB takes several
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	applied := make(chan struct{})
+	c.on("deadline set", func() { close(applied) })
+	c.on("write deadline", func() { // the command's PDU goes out; before the data set's first, the cancellation
+		c.on("write deadline", func() {
+			cancel()
+			waitFor(applied)
+		})
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Store(ctx, dicomuid.CTImageStorage, "1.2.3.4", dicomuid.ExplicitVRLittleEndian, io.LimitReader(&zeros{}, 64<<10))
+		done <- err
+	}()
+	if cmd := p.ExpectCommand(); cmd.CommandField != dimse.CStoreRQ {
+		t.Fatalf("command 0x%04X, want a C-STORE-RQ", cmd.CommandField)
+	}
+	p.ExpectAbort(0, 0)
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Store = %v, want it cancelled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Store still running 10s after its cancellation")
+	}
+}
+
+// TestClientCancelledThenTimeoutsDisabled: with the write and response timeouts disabled (negative), an exchange
+// whose context ended as it got its answer leaves the next one to run: the cancellation's deadline (now) stayed
+// on the connection, since no deadline of the next exchange's replaced it, and its first write and read failed at
+// once.
+func TestClientCancelledThenTimeoutsDisabled(t *testing.T) {
+	c := &hookedConn{}
+	p, a := associatedWithParrot(t, dicomnet.ClientConfig{CallingAE: "INGEST", CalledAE: "PACS",
+		WriteTimeout: -1, ResponseTimeout: -1, ARTIMTimeout: 50 * time.Millisecond}, c)
+	first, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	landed := make(chan struct{})
+	c.on("read", cancel) // the answer read: the first exchange's context ends
+	c.on("deadline set", func() { close(landed) })
+	done := make(chan error, 1)
+	go func() { done <- a.Echo(first) }()
+	p.SendMessage(1, dimse.NewCEchoRSP(p.ExpectCommand(), dimse.Status{}), nil)
+	if err := <-done; err != nil {
+		t.Fatalf("Echo, cancelled once answered = %v, want success", err)
+	}
+	waitFor(landed) // Echo's return waited for it too (interruptOn's stop): the deadline is on the connection
+	go func() { done <- a.Echo(context.Background()) }()
+	p.SendMessage(1, dimse.NewCEchoRSP(p.ExpectCommand(), dimse.Status{}), nil)
+	if err := <-done; err != nil {
+		t.Fatalf("the next Echo = %v, want success", err)
+	}
+}
