@@ -62,9 +62,8 @@ func (p Peer) String() string {
 }
 
 // CheckServerName reports what keeps name from being a TLS peer's server name, or nil: it must be a DNS name
-// (RFC 1123 labels of letters, digits and hyphens, 1 to 63 characters, neither starting nor ending with a
-// hyphen, separated by dots, 253 characters at most; no wildcard, no trailing dot, the last label not digits
-// only), not an IP address (one is given as the host). The one rule of ParsePeers' ?serverName= and infra's sites[].pacs.tls.serverName.
+// (dnsName), not an IP address (one is given as the host). The one rule of ParsePeers' ?serverName= and infra's
+// sites[].pacs.tls.serverName.
 func CheckServerName(name string) error {
 	if name == "" {
 		return errors.New("is empty: want the DNS name the PACS's certificate names")
@@ -72,36 +71,91 @@ func CheckServerName(name string) error {
 	if _, err := netip.ParseAddr(name); err == nil {
 		return fmt.Errorf("%q is an IP address: give it as the host, the certificate naming it as an IP SAN", name)
 	}
-	bad := func(why string) error { return fmt.Errorf("%q is not a DNS name (%s)", name, why) }
-	if len(name) > 253 {
-		return bad("longer than 253 characters")
-	}
-	if last := name[strings.LastIndexByte(name, '.')+1:]; last != "" && strings.Trim(last, "0123456789") == "" {
-		// 10.1.2 or 167837955: an IPv4 address as inet_aton and URL parsers read it (RFC 3696 §2: no top-level
-		// label is all digits).
-		return bad("its last label digits only, which reads as an IPv4 address")
-	}
-	for label := range strings.SplitSeq(name, ".") {
-		switch {
-		case label == "":
-			return bad("an empty label")
-		case len(label) > 63:
-			return bad("a label longer than 63 characters")
-		case label[0] == '-' || label[len(label)-1] == '-':
-			return bad("a label starting or ending with a hyphen")
-		}
-		for i := 0; i < len(label); i++ {
-			if c := label[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-				return bad("a character other than a letter, digit, hyphen or dot")
-			}
-		}
+	if why := dnsName(name); why != "" {
+		return fmt.Errorf("%q is not a DNS name (%s)", name, why)
 	}
 	return nil
 }
 
+// dnsName says what keeps name from being a DNS name, or "": RFC 1123 labels of letters, digits and hyphens, 1 to
+// 63 characters, neither starting nor ending with a hyphen, separated by dots, 253 characters at most; no
+// wildcard, no trailing dot, the last label not digits only. The rule of a server name (CheckServerName) and of a
+// peer's host that is no IP address (checkHost).
+func dnsName(name string) string {
+	if len(name) > 253 {
+		return "longer than 253 characters"
+	}
+	if last := name[strings.LastIndexByte(name, '.')+1:]; last != "" && strings.Trim(last, "0123456789") == "" {
+		// 10.1.2 or 167837955: an IPv4 address as inet_aton and URL parsers read it (RFC 3696 §2: no top-level
+		// label is all digits).
+		return "its last label digits only, which reads as an IPv4 address"
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		switch {
+		case label == "":
+			return "an empty label"
+		case len(label) > 63:
+			return "a label longer than 63 characters"
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return "a label starting or ending with a hyphen"
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return "a character other than a letter, digit, hyphen or dot"
+			}
+		}
+	}
+	return ""
+}
+
+// checkHost reports what keeps host, of a peer's host:port, from being dialled, or nil: it is an IP address, or a
+// host name by the rule of a DNS name (dnsName).
+func checkHost(host string) error {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if why := dnsName(host); why != "" {
+		return fmt.Errorf("host %q is neither an IP address nor a DNS name (%s)", host, why)
+	}
+	return nil
+}
+
+// peerQueryKeys are the keys the query after a peer's port takes (?KEY=VALUE&…), each once. They are matched as
+// spelt, case-sensitively as a URL's query keys are: any other key, one differing in letter case among them, is
+// refused by its name, never ignored.
+var peerQueryKeys = []string{ServerNameParam}
+
+// parsePeerQuery reads the query after a peer's port (without its ?) as peerQueryKeys has them.
+func parsePeerQuery(query string) (map[string]string, error) {
+	want := "want ?" + strings.Join(peerQueryKeys, "=NAME&") + "=NAME"
+	if query == "" {
+		return nil, errors.New("nothing after ?; " + want)
+	}
+	got := map[string]string{}
+	for kv := range strings.SplitSeq(query, "&") {
+		key, value, hasValue := strings.Cut(kv, "=")
+		if !slices.Contains(peerQueryKeys, key) {
+			hint := ""
+			if i := slices.IndexFunc(peerQueryKeys, func(k string) bool { return strings.EqualFold(k, key) }); i >= 0 {
+				hint = " (keys are case-sensitive: " + peerQueryKeys[i] + ")"
+			}
+			return nil, fmt.Errorf("unknown query key %q%s; %s", key, hint, want)
+		}
+		if _, dup := got[key]; dup {
+			return nil, fmt.Errorf("query key %s given twice", key)
+		}
+		if !hasValue {
+			return nil, fmt.Errorf("query key %s without a value; %s", key, want)
+		}
+		got[key] = value
+	}
+	return got, nil
+}
+
 // ParsePeers reads `AE=[tls://]host:port[?serverName=NAME][,AE=…]` (--commitment-peers, COMMITMENT_PEERS): a
 // peer is plain DICOM unless its address starts with tls://; a tls:// peer whose certificate names a DNS name
-// only takes ?serverName=NAME (CheckServerName). Spaces around entries are not significant; an AE title may
+// only takes ?serverName=NAME (CheckServerName), the one query key (peerQueryKeys: spelt so, any other refused).
+// The host is an IP address or a DNS name (checkHost). Spaces around entries are not significant; an AE title may
 // appear once. An entry with a second = before its ?serverName= is refused: a title holding one (CT=1) cannot
 // be a peer, and no host name holds one.
 func ParsePeers(spec string) (Peers, error) {
@@ -126,21 +180,27 @@ func ParsePeers(spec string) (Peers, error) {
 			return nil, fmt.Errorf("commitreport: entry %d %q: %q is not a scheme here: want host:port (plain DICOM) or tls://host:port (DICOM TLS)", i+1, entry, scheme+"://")
 		}
 		if a, query, ok := strings.Cut(addr, "?"); ok {
-			key, name, _ := strings.Cut(query, "=")
-			switch {
-			case !peer.TLS:
-				return nil, fmt.Errorf("commitreport: entry %d %q: ?%s is for tls:// peers", i+1, entry, ServerNameParam)
-			case key != ServerNameParam:
-				return nil, fmt.Errorf("commitreport: entry %d %q: want ?%s=NAME after the port, nothing else", i+1, entry, ServerNameParam)
+			q, err := parsePeerQuery(query)
+			if err != nil {
+				return nil, fmt.Errorf("commitreport: entry %d %q: %w", i+1, entry, err)
 			}
-			if err := CheckServerName(name); err != nil {
-				return nil, fmt.Errorf("commitreport: entry %d %q: %s: %w", i+1, entry, ServerNameParam, err)
+			name, ok := q[ServerNameParam]
+			switch {
+			case ok && !peer.TLS:
+				return nil, fmt.Errorf("commitreport: entry %d %q: ?%s is for tls:// peers", i+1, entry, ServerNameParam)
+			case ok:
+				if err := CheckServerName(name); err != nil {
+					return nil, fmt.Errorf("commitreport: entry %d %q: %s: %w", i+1, entry, ServerNameParam, err)
+				}
 			}
 			addr, peer.ServerName = a, name
 		}
 		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" || strings.Contains(host, "=") || strings.Contains(host, "/") {
+		if err != nil || host == "" {
 			return nil, fmt.Errorf("commitreport: entry %d %q: %q is not host:port", i+1, entry, addr)
+		}
+		if err := checkHost(host); err != nil {
+			return nil, fmt.Errorf("commitreport: entry %d %q: %w", i+1, entry, err)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return nil, fmt.Errorf("commitreport: entry %d %q: port %q is not 1 to 65535", i+1, entry, port)

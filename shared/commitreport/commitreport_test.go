@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,66 @@ func TestParsePeers(t *testing.T) {
 	}
 }
 
+// TestParsePeersHost: a peer's host is an IP address or a DNS name (CheckServerName's rule of one); a host holding
+// a space, a control character or other punctuation was taken, to fail only at each delivery's dial.
+func TestParsePeersHost(t *testing.T) {
+	for _, tc := range []struct {
+		spec string
+		ok   bool
+	}{
+		{"PACS=10.1.2.3:104", true},
+		{"PACS=[::1]:104", true},
+		{"PACS=[fe80::1%eth0]:104", true},
+		{"PACS=pacs:104", true},
+		{"PACS=pacs-1.st-mary.example:104", true},
+		{"PACS=tls://PACS.Example:2762", true},
+		{"PACS=pacs example:104", false},
+		{"PACS=tls://pacs example:2762", false},
+		{"PACS=pacs\texample:104", false},
+		{"PACS=pacs\x00:104", false},
+		{"PACS=pacs@example:104", false},
+		{"PACS=pacs_1.example:104", false},
+		{"PACS=-pacs.example:104", false},
+		{"PACS=pacs..example:104", false},
+		{"PACS=10.1.2:104", false}, // an IPv4 address as inet_aton reads it, not as we print one
+	} {
+		spec, err := strconv.Unquote(`"` + tc.spec + `"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = commitreport.ParsePeers(spec)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("ParsePeers(%q) = %v, want it taken", spec, err)
+		case !tc.ok && err == nil:
+			t.Errorf("ParsePeers(%q) taken, want an error", spec)
+		case !tc.ok && !strings.Contains(err.Error(), "is neither an IP address nor a DNS name"):
+			t.Errorf("ParsePeers(%q) = %v, want it to say the host is neither an IP address nor a DNS name", spec, err)
+		}
+	}
+}
+
+// TestParsePeersQueryKeys: the query after a peer's port takes the keys peers know (serverName) spelt exactly; any
+// other key, one in other letters (ServerName) among them, is refused by its name with the keys taken, never
+// ignored, and so is a key given twice or without a value.
+func TestParsePeersQueryKeys(t *testing.T) {
+	for _, tc := range []struct{ spec, says string }{
+		{"PACS=tls://10.1.2.3:2762?ServerName=pacs.example", `unknown query key "ServerName" (keys are case-sensitive: serverName); want ?serverName=NAME`},
+		{"PACS=tls://10.1.2.3:2762?servername=pacs.example", `unknown query key "servername" (keys are case-sensitive: serverName)`},
+		{"PACS=tls://10.1.2.3:2762?sni=pacs.example", `unknown query key "sni"; want ?serverName=NAME`},
+		{"PACS=10.1.2.3:104?sni=pacs.example", `unknown query key "sni"`},
+		{"PACS=tls://10.1.2.3:2762?serverName=pacs.example&sni=x", `unknown query key "sni"`},
+		{"PACS=tls://10.1.2.3:2762?serverName=a.example&serverName=b.example", "query key serverName given twice"},
+		{"PACS=tls://10.1.2.3:2762?serverName", "query key serverName without a value"},
+		{"PACS=tls://10.1.2.3:2762?", "nothing after ?; want ?serverName=NAME"},
+		{"PACS=tls://10.1.2.3:2762?=pacs.example", `unknown query key ""`},
+	} {
+		if _, err := commitreport.ParsePeers(tc.spec); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("ParsePeers(%q) = %v, want an error saying %q", tc.spec, err, tc.says)
+		}
+	}
+}
+
 // TestParsePeersServerName: a tls:// peer whose certificate names a DNS name only (not the address we dial) takes
 // ?serverName=NAME: the name its certificate is checked against and sent as SNI, a DNS name, checked when read.
 func TestParsePeersServerName(t *testing.T) {
@@ -74,8 +135,6 @@ func TestParsePeersServerName(t *testing.T) {
 	for _, tc := range []struct{ spec, says string }{
 		{"PACS=10.1.2.3:104?serverName=pacs.example", "serverName is for tls:// peers"},
 		{"PACS=tls://10.1.2.3:2762?serverName=", "serverName"},
-		{"PACS=tls://10.1.2.3:2762?", "want ?serverName=NAME"},
-		{"PACS=tls://10.1.2.3:2762?sni=pacs.example", "want ?serverName=NAME"},
 		{"PACS=tls://10.1.2.3:2762?serverName=a.example&serverName=b.example", "serverName"},
 		{"PACS=tls://10.1.2.3:2762?serverName=10.1.2.3", "an IP address"},
 		// Forms of an IPv4 address (inet_aton's, which URL parsers read as one) are no DNS name either: a
@@ -109,7 +168,8 @@ func FuzzParsePeers(f *testing.F) {
 		"PACS=tls://h:1?sni=x", "CT=1=h:104", "PACS=tls://h:1?serverName=a..b",
 		"PACS=tls://[::1]:2762?serverName=pacs.example", "PACS=tls://[fe80::1%eth0]:2762?serverName=PACS.Example",
 		"PACS=tls://h:1?serverName=xn--bcher-kva.example", "PACS=tls://h:1?serverName=pacs.example.",
-		"PACS=tls://h:1?serverName=a%2eb&c=d#e", "PACS=tls://h:1?serverName=a,MR=tls://h:2?serverName=10.1.2"} {
+		"PACS=tls://h:1?serverName=a%2eb&c=d#e", "PACS=tls://h:1?serverName=a,MR=tls://h:2?serverName=10.1.2",
+		"PACS=tls://h:1?ServerName=x", "PACS=tls://h:1?serverName=x&serverName=y", "PACS=pacs example:104"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, spec string) {
