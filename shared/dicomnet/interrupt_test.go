@@ -183,25 +183,29 @@ func TestClientCancelledAfterTheAnswer(t *testing.T) {
 		ResponseTimeout: time.Minute, ARTIMTimeout: 50 * time.Millisecond}, c)
 
 	first, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	second := make(chan struct{})                // closed once the second exchange waits for its answer
 	landed := make(chan struct{})                // closed once the cancellation's deadline is set
 	c.on("read", cancel)                         // the answer read: the first exchange's context ends
 	c.on("deadline", func() { waitFor(second) }) // and its deadline lands late, in the second exchange's wait if that has begun
 	c.on("deadline set", func() { close(landed) })
-	done := make(chan error, 1)
-	go func() { done <- a.Echo(first) }()
-	p.SendMessage(1, dimse.NewCEchoRSP(p.ExpectCommand(), dimse.Status{}), nil)
-	if err := <-done; err != nil {
-		t.Fatalf("Echo, cancelled once answered = %v, want success", err)
-	}
+	echoAnswered(t, first, p, a, "Echo, cancelled once answered")
 	c.on("read deadline set", func() {
 		close(second)
 		waitFor(landed)
 	})
-	go func() { done <- a.Echo(context.Background()) }()
+	echoAnswered(t, context.Background(), p, a, "the next Echo")
+}
+
+// echoAnswered runs a.Echo(ctx), the parrot answering it with success, and fails the test (naming the exchange as
+// what) unless it succeeds.
+func echoAnswered(t *testing.T, ctx context.Context, p *dicomnettest.Parrot, a *dicomnet.ClientAssociation, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- a.Echo(ctx) }()
 	p.SendMessage(1, dimse.NewCEchoRSP(p.ExpectCommand(), dimse.Status{}), nil)
 	if err := <-done; err != nil {
-		t.Fatalf("the next Echo = %v, want success", err)
+		t.Fatalf("%s = %v, want success", what, err)
 	}
 }
 
@@ -459,16 +463,7 @@ func TestClientCancelledThenTimeoutsDisabled(t *testing.T) {
 	landed := make(chan struct{})
 	c.on("read", cancel) // the answer read: the first exchange's context ends
 	c.on("deadline set", func() { close(landed) })
-	done := make(chan error, 1)
-	go func() { done <- a.Echo(first) }()
-	p.SendMessage(1, dimse.NewCEchoRSP(p.ExpectCommand(), dimse.Status{}), nil)
-	if err := <-done; err != nil {
-		t.Fatalf("Echo, cancelled once answered = %v, want success", err)
-	}
+	echoAnswered(t, first, p, a, "Echo, cancelled once answered")
 	waitFor(landed) // Echo's return waited for it too (interruptOn's stop): the deadline is on the connection
-	go func() { done <- a.Echo(context.Background()) }()
-	p.SendMessage(1, dimse.NewCEchoRSP(p.ExpectCommand(), dimse.Status{}), nil)
-	if err := <-done; err != nil {
-		t.Fatalf("the next Echo = %v, want success", err)
-	}
+	echoAnswered(t, context.Background(), p, a, "the next Echo")
 }
