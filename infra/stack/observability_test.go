@@ -598,49 +598,122 @@ func TestRunbookMetricsArePublished(t *testing.T) {
 	}
 }
 
-// TestEveryAlarmHasARunbookRow: each alarm the stack creates has a row in
-// docs/operations/alarms.md, where the on-call engineer looks it up by
-// its name (a site's alarm as <site>/…, a function's as <function>…).
-func TestEveryAlarmHasARunbookRow(t *testing.T) {
+// runbookRows reads the names the alarms table of docs/operations/alarms.md
+// gives in its first column: the alarms', and those of the EventBridge
+// rules that reach the topic too, marked "(rule)".
+func runbookRows(t *testing.T) (alarms, rules map[string]bool) {
+	t.Helper()
 	doc, err := os.ReadFile(filepath.Join(testenv.ModuleRoot(t), "docs", "operations", "alarms.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	documented := map[string]bool{}
-	for _, line := range strings.Split(string(doc), "\n") {
-		if first, _, ok := strings.Cut(strings.TrimPrefix(line, "| "), " |"); ok && strings.HasPrefix(line, "| `") {
-			for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(first, -1) {
-				documented[m[1]] = true
+	_, table, ok := strings.Cut(string(doc), "\n| Alarm |")
+	if !ok {
+		t.Fatal("docs/operations/alarms.md has no table headed | Alarm |")
+	}
+	table, _, _ = strings.Cut(table, "\n\n")
+	alarms, rules = map[string]bool{}, map[string]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		first, _, ok := strings.Cut(strings.TrimPrefix(line, "| "), " |")
+		if !ok || !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		into := alarms
+		if strings.Contains(first, "(rule)") {
+			into = rules
+		}
+		for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(first, -1) {
+			into[m[1]] = true
+		}
+	}
+	if len(alarms) == 0 {
+		t.Fatal("no alarm rows read from docs/operations/alarms.md")
+	}
+	return alarms, rules
+}
+
+// alarmRunbookNames maps each alarm of a synthesized stack (by construct
+// id) to the names its runbook row may give it: its id, a site's alarm as
+// <site>/…, a function's as <function>….
+func alarmRunbookNames(s *synthesized) map[string][]string {
+	out := map[string][]string{}
+	for _, c := range *s.stack.Stack.Node().FindAll(constructs.ConstructOrder_PREORDER) {
+		r, ok := c.(awscdk.CfnResource)
+		if !ok || *r.CfnResourceType() != "AWS::CloudWatch::Alarm" {
+			continue
+		}
+		alarm := c.Node().Scope().Node()
+		id := *alarm.Id()
+		names := []string{id}
+		if strings.HasPrefix(*alarm.Scope().Node().Id(), "Site-") {
+			names = []string{"<site>/" + id}
+		}
+		for _, fn := range append(slices.Clone(FunctionNames), FnAuditFeed) {
+			if rest, ok := strings.CutPrefix(id, fn); ok && rest != "" {
+				names = append(names, "<function>"+rest)
+			}
+		}
+		out[*alarm.Path()] = names
+	}
+	return out
+}
+
+// TestEveryAlarmHasARunbookRow: each alarm the stack creates has a row in
+// docs/operations/alarms.md, where the on-call engineer looks it up by
+// its name (a site's alarm as <site>/…, a function's as <function>…).
+func TestEveryAlarmHasARunbookRow(t *testing.T) {
+	documented, _ := runbookRows(t)
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		alarms := alarmRunbookNames(s)
+		if len(alarms) == 0 {
+			t.Fatal("no alarms found in the construct tree")
+		}
+		for path, names := range alarms {
+			if !slices.ContainsFunc(names, func(n string) bool { return documented[n] }) {
+				t.Errorf("alarm %s (%s) has no row in docs/operations/alarms.md", names[0], path)
+			}
+		}
+	})
+}
+
+// TestEveryRunbookRowHasAnAlarm: the other way round, each name the
+// alarms table of docs/operations/alarms.md gives is an alarm (or, marked
+// "(rule)", an EventBridge rule) of the stack in an example environment
+// or in the variant with every optional alarm (tlsOnly: a client CRL), so
+// the on-call engineer never reads of an alarm that cannot sound (a
+// renamed or removed one).
+func TestEveryRunbookRowHasAnAlarm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("synthesizes the variant with a client CRL; skipped with -short")
+	}
+	documentedAlarms, documentedRules := runbookRows(t)
+	alarms, rules := map[string]bool{}, map[string]bool{}
+	stacks := []*synthesized{synthEnv(t, "tlsonly", tlsOnly)}
+	for _, env := range envs {
+		stacks = append(stacks, synthEnv(t, env, example(env)))
+	}
+	for _, s := range stacks {
+		for _, names := range alarmRunbookNames(s) {
+			for _, n := range names {
+				alarms[n] = true
+			}
+		}
+		for _, c := range *s.stack.Stack.Node().FindAll(constructs.ConstructOrder_PREORDER) {
+			if r, ok := c.(awscdk.CfnResource); ok && *r.CfnResourceType() == "AWS::Events::Rule" {
+				rules[*c.Node().Scope().Node().Id()] = true
 			}
 		}
 	}
-	forEachEnv(t, func(t *testing.T, s *synthesized) {
-		n := 0
-		for _, c := range *s.stack.Stack.Node().FindAll(constructs.ConstructOrder_PREORDER) {
-			r, ok := c.(awscdk.CfnResource)
-			if !ok || *r.CfnResourceType() != "AWS::CloudWatch::Alarm" {
-				continue
-			}
-			n++
-			alarm := c.Node().Scope().Node()
-			id := *alarm.Id()
-			names := []string{id}
-			if strings.HasPrefix(*alarm.Scope().Node().Id(), "Site-") {
-				names = []string{"<site>/" + id}
-			}
-			for _, fn := range append(slices.Clone(FunctionNames), FnAuditFeed) {
-				if rest, ok := strings.CutPrefix(id, fn); ok && rest != "" {
-					names = append(names, "<function>"+rest)
-				}
-			}
-			if !slices.ContainsFunc(names, func(n string) bool { return documented[n] }) {
-				t.Errorf("alarm %s (%s) has no row in docs/operations/alarms.md", id, *alarm.Path())
-			}
+	for n := range documentedAlarms {
+		if !alarms[n] {
+			t.Errorf("docs/operations/alarms.md has a row for alarm %s, which no example environment's stack creates", n)
 		}
-		if n == 0 {
-			t.Fatal("no alarms found in the construct tree")
+	}
+	for n := range documentedRules {
+		if !rules[n] {
+			t.Errorf("docs/operations/alarms.md has a row for rule %s, which no example environment's stack creates", n)
 		}
-	})
+	}
 }
 
 // TestEveryFunctionHasItsAlarms: every function of the stack (the pipeline's
