@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -320,7 +321,14 @@ func (m *conflictStore) Put(ctx context.Context, obj objectstore.Object, r io.Re
 		m.objs[key] = b
 		return objectstore.Stored{Key: key, Size: int64(len(b)), Duplicate: ok}, nil
 	}
-	return objectstore.Stored{Key: key + ".conflict", Size: int64(len(b)), Conflict: true}, nil
+	// Named after the content, as objectstore.ChecksumConflictKey is:
+	// the same other bytes again find their copy there, a duplicate of it.
+	ck := fmt.Sprintf("%s.conflict-%x", key, sha256.Sum256(b))
+	if _, ok := m.objs[ck]; ok {
+		return objectstore.Stored{Key: ck, Size: int64(len(b)), Conflict: true, Duplicate: true}, nil
+	}
+	m.objs[ck] = b
+	return objectstore.Stored{Key: ck, Size: int64(len(b)), Conflict: true}, nil
 }
 
 // TestSameDataSetFromAnotherAEIsNoDifferentContent: the stored file's meta
@@ -349,5 +357,39 @@ func TestSameDataSetFromAnotherAEIsNoDifferentContent(t *testing.T) {
 	}
 	if strings.Contains(out, "different content") {
 		t.Errorf("the same data set from another AE logged as different content:\n%s", out)
+	}
+}
+
+// TestResendOfACopyKeptBesideIsNoNewCopy: the stores answer a resend of
+// the bytes already kept beside the instance (under the conflict key,
+// named after them) Conflict and Duplicate: nothing new is stored, and
+// the C-STORE is an identical resend (AlreadyHeld, a duplicate record).
+// The SCP logged it as "other bytes sent for an already stored instance:
+// kept beside it", a copy that was never made (found by walking make run
+// with a resend of the same file from a second AE).
+func TestResendOfACopyKeptBesideIsNoNewCopy(t *testing.T) {
+	good := ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "1.2.3.4"),
+		el(0x0020, 0x000D, "UI", "1.2.3"), el(0x0020, 0x000E, "UI", "1.2.3.9"))
+	store := &conflictStore{memStore{objs: map[string][]byte{}, meta: map[string]objectstore.Object{}}}
+	var logs testenv.LogBuffer
+	h := New(store, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	for i, c := range []struct {
+		calling string
+		held    bool // answered as an identical resend
+	}{
+		{"PACS", false},
+		{"VNA", false}, // other bytes (the meta header names VNA): kept beside
+		{"VNA", true},  // those bytes again: the copy beside holds them
+	} {
+		req := &dicomnet.CStoreRequest{Association: &dicomnet.AssociationInfo{ID: c.calling, CallingAE: c.calling, CalledAE: "INGEST"},
+			AffectedSOPClassUID: ctClass, AffectedSOPInstanceUID: "1.2.3.4", TransferSyntaxUID: explicitL}
+		err := h.ServeCStore(context.Background(), req, bytes.NewReader(good))
+		var held *AlreadyHeld
+		if errors.As(err, &held) != c.held || (err != nil && held == nil) {
+			t.Errorf("C-STORE %d from %s: %v, want already held %v", i+1, c.calling, err, c.held)
+		}
+	}
+	if n := strings.Count(logs.String(), "kept beside it"); n != 1 {
+		t.Errorf("%d lines say a copy was kept beside the held object, want 1 (the second C-STORE's):\n%s", n, logs.String())
 	}
 }

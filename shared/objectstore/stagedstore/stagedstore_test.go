@@ -87,6 +87,11 @@ func (f *fakeS3) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (
 		}
 		crc, _ := objectstore.ContentChecksum(b)
 		st.Key, st.Conflict = objectstore.ChecksumConflictKey(key, crc), true
+		if held, ok := f.objects[st.Key]; ok && bytes.Equal(held, b) {
+			// The copy kept beside holds these bytes: a duplicate of it.
+			st.Duplicate, st.SameTransfer = true, f.from[st.Key] == transfer(obj)
+			return st, nil
+		}
 	}
 	f.objects[st.Key], f.from[st.Key] = b, transfer(obj)
 	return st, nil
@@ -527,6 +532,37 @@ func TestResendKeptUntilItsRecord(t *testing.T) {
 				t.Errorf("backlog %d objects once the record is written", n)
 			}
 		})
+	}
+}
+
+// TestResendOfAConflictCopyWarnsNothing: other bytes than the key holds,
+// sent by one C-STORE and then again by another, are kept beside the held
+// object once: the second upload finds the copy (S3 answers Conflict and
+// Duplicate), writes the resend's duplicate record and warns of no copy,
+// where it logged "other bytes sent for an already stored instance: kept
+// beside it" for a copy it never made.
+func TestResendOfAConflictCopyWarnsNothing(t *testing.T) {
+	first, body := object(1), data(1, 150_000)
+	earlier := first
+	earlier.AssociationID, earlier.ReceivedAt = "earlier", first.ReceivedAt.Add(-time.Hour)
+	again := first
+	again.AssociationID, again.ReceivedAt = "again", first.ReceivedAt.Add(time.Minute)
+	s3 := newFakeS3()
+	s3.hold(earlier, data(2, 150_000))
+	var logs testenv.LogBuffer
+	st := newStore(t, Options{Dir: t.TempDir(), Uploader: s3, Implementation: "dicom-ingest test",
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	for _, obj := range []objectstore.Object{first, again} {
+		if _, err := st.Put(context.Background(), obj, bytes.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, st)
+	}
+	if n := strings.Count(logs.String(), "kept beside it"); n != 1 {
+		t.Errorf("%d lines say a copy was kept beside the held object, want 1 (the first upload's):\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "identical object already held: duplicate record written") {
+		t.Errorf("the second upload wrote no duplicate record:\n%s", logs.String())
 	}
 }
 

@@ -432,9 +432,12 @@ func (s *Store) done(it *item, outcome string, st objectstore.Stored) {
 	s.m.uploads.WithLabelValues(outcome).Inc()
 	s.m.latency.Observe(time.Since(it.md.StagedAt).Seconds())
 	s.q.finish(it)
-	if st.Conflict && !st.SameTransfer {
-		// An upload again by its own C-STORE (its task died before the
-		// release) found the copy it made: the first upload warned.
+	if st.Conflict && !st.Duplicate {
+		// With Duplicate the copy beside was there already: an upload
+		// again by its own C-STORE (its task died before the release,
+		// SameTransfer) found the copy it made, and the first upload
+		// warned; another C-STORE of the same bytes is an identical
+		// resend, with its duplicate record.
 		s.log.Warn("other bytes sent for an already stored instance: kept beside it (another data set, or the same one from another AE or release of ours: the pipeline tells which)", "association", association(it), "object", s.name(it))
 	}
 	if it.ad != nil {
