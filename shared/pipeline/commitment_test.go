@@ -1066,7 +1066,7 @@ func TestCommitmentCompletedBounded(t *testing.T) {
 	if err := json.Unmarshal(done[0].Detail, &detail); err != nil {
 		t.Fatal(err)
 	}
-	if err := compileStrictSchemas(t)[pipeline.DetailTypeCommitmentCompleted].Validate(detail); err != nil {
+	if err := pt.StrictSchemas(t)[pipeline.DetailTypeCommitmentCompleted].Validate(detail); err != nil {
 		t.Errorf("the event fails its schema: %v", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore/localstoretest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
 
 // putEventsCapture is an EventBridge client that accepts every entry.
@@ -189,7 +190,7 @@ func TestEventResourcesNameObjects(t *testing.T) {
 // and the detail's pointers and the resources only in the base before the
 // key.
 func TestEventsInBothModes(t *testing.T) {
-	sch := compileStrictSchemas(t)
+	sch := pt.StrictSchemas(t)
 	cloud := inAWS("aws")
 	for _, policy := range []pipeline.PatientDataPolicy{pipeline.PatientDataNone, pipeline.PatientDataFull} {
 		t.Run(string(policy), func(t *testing.T) {

@@ -1,7 +1,6 @@
 package pipeline_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,94 +21,6 @@ import (
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/schemas"
 )
-
-// compileSchemas compiles every detail-type's schema as published: open to
-// properties it does not list, as a consumer validates with it.
-func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
-	t.Helper()
-	return compileSchemasWith(t, nil)
-}
-
-// compileStrictSchemas compiles every detail-type's schema closed: each
-// object schema rejects the properties it does not list. The tests hold
-// the pipeline's events to these, so a field the code emits but the schema
-// does not declare fails a test; they are derived from the published
-// files, not kept as a second copy.
-func compileStrictSchemas(t *testing.T) map[string]*jsonschema.Schema {
-	t.Helper()
-	return compileSchemasWith(t, func(m map[string]any) {
-		if _, ok := m["properties"]; !ok {
-			return
-		}
-		if _, set := m["additionalProperties"]; !set {
-			m["additionalProperties"] = false
-		}
-	})
-}
-
-// compileSchemasWith compiles the schemas, each subschema passed to edit
-// first unless it is nil.
-func compileSchemasWith(t *testing.T, edit func(map[string]any)) map[string]*jsonschema.Schema {
-	t.Helper()
-	c := jsonschema.NewCompiler()
-	c.Draft = jsonschema.Draft2020
-	c.AssertFormat = true
-	out := map[string]*jsonschema.Schema{}
-	for dt, file := range schemas.File {
-		b, err := schemas.FS.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if edit != nil {
-			var doc any
-			if err := json.Unmarshal(b, &doc); err != nil {
-				t.Fatalf("%s: %v", file, err)
-			}
-			eachSubschema(doc, edit)
-			if b, err = json.Marshal(doc); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := c.AddResource(file, bytes.NewReader(b)); err != nil {
-			t.Fatal(err)
-		}
-		s, err := c.Compile(file)
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		out[dt] = s
-	}
-	return out
-}
-
-// eachSubschema calls f with schema and every schema within it, through
-// draft 2020-12's applicators. (A schema that spread an object's
-// properties over allOf branches would need unevaluatedProperties to be
-// closed; ours list each object's properties in one place.)
-func eachSubschema(schema any, f func(map[string]any)) {
-	m, ok := schema.(map[string]any)
-	if !ok {
-		return
-	}
-	f(m)
-	for _, kw := range []string{"properties", "patternProperties", "$defs", "dependentSchemas"} {
-		if sub, ok := m[kw].(map[string]any); ok {
-			for _, v := range sub {
-				eachSubschema(v, f)
-			}
-		}
-	}
-	for _, kw := range []string{"items", "contains", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "propertyNames", "not", "if", "then", "else"} {
-		eachSubschema(m[kw], f)
-	}
-	for _, kw := range []string{"prefixItems", "allOf", "anyOf", "oneOf"} {
-		if l, ok := m[kw].([]any); ok {
-			for _, v := range l {
-				eachSubschema(v, f)
-			}
-		}
-	}
-}
 
 // deployment is how a pipeline is configured to name objects in its
 // events: in AWS by the bucket (s3:// pointers, ARN resources), in local
@@ -226,7 +137,7 @@ func everyEvent(t *testing.T, policy pipeline.PatientDataPolicy, d deployment) [
 // every patient-data policy, and validates each detail against its schema,
 // strict: every property the detail has is one the schema declares.
 func TestEventsMatchSchemas(t *testing.T) {
-	sch := compileStrictSchemas(t)
+	sch := pt.StrictSchemas(t)
 	for _, policy := range []pipeline.PatientDataPolicy{pipeline.PatientDataNone, pipeline.PatientDataID, pipeline.PatientDataFull} {
 		t.Run(string(policy), func(t *testing.T) {
 			events := everyEvent(t, policy, inAWS("aws"))
@@ -302,7 +213,7 @@ var emittedAlways = map[string][]string{
 // commit's TestEventsMatchSchemas; see its README): version 1 only grows
 // compatibly, so every one of them still validates.
 func TestArchivedEventsMatchSchemas(t *testing.T) {
-	sch := compileSchemas(t)
+	sch := pt.Schemas(t)
 	files, err := filepath.Glob(filepath.Join("testdata", "archived-events", "*", "*.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -350,7 +261,7 @@ func TestSchemasOpenToAdditions(t *testing.T) {
 		if err := json.Unmarshal(b, &doc); err != nil {
 			t.Fatal(err)
 		}
-		eachSubschema(doc, func(m map[string]any) {
+		pt.EachSubschema(doc, func(m map[string]any) {
 			for _, kw := range []string{"additionalProperties", "unevaluatedProperties"} {
 				if m[kw] == false {
 					t.Errorf("%s (%s): an object schema has %s: false", file, dt, kw)
@@ -358,7 +269,7 @@ func TestSchemasOpenToAdditions(t *testing.T) {
 			}
 		})
 	}
-	published, strict := compileSchemas(t), compileStrictSchemas(t)
+	published, strict := pt.Schemas(t), pt.StrictSchemas(t)
 	tried := map[string]int{}
 	for _, ev := range everyEvent(t, pipeline.PatientDataFull, inAWS("aws")) {
 		// The detail with a property added to its i-th object, until it
@@ -412,7 +323,7 @@ func eachObject(v any, f func(map[string]any)) {
 }
 
 func TestSchemasRejectWrongShapes(t *testing.T) {
-	sch := compileSchemas(t)
+	sch := pt.Schemas(t)
 	for _, tt := range []struct{ dt, detail string }{
 		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":2}`},
 		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","objectUri":"u","metadataKey":"m","sopClassUid":"1.2","sopInstanceUid":"1.2","studyInstanceUid":"1.2","seriesInstanceUid":"1.2","size":1,"sha256":"s","receivedAt":"2026-01-01T00:00:00Z","conflict":false,"patientMismatch":"yes"}`},
@@ -805,7 +716,7 @@ func TestEventFieldsExplained(t *testing.T) {
 // value elided with "…" is a placeholder, not held to its pattern.
 func TestDocsExampleDetails(t *testing.T) {
 	doc := pipelineDoc(t)
-	sch := compileStrictSchemas(t)
+	sch := pt.StrictSchemas(t)
 	examples, errs := docExamples("docs/pipeline.md", doc)
 	for _, err := range errs {
 		t.Error(err)
