@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -597,13 +598,17 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 	}
 	res := commitment.Result{TransactionUID: req.TransactionUID, Committed: []commitment.Ref{}, Failed: []commitment.Failure{}}
 	undecided := 0
-	studyOpen := map[string]bool{} // study -> some named instance of it is not committed
+	studyOpen := map[string]bool{}        // study -> some named instance of it is not committed
+	committedStudies := map[string]bool{} // of the committed instances (indexed: valid UIDs)
 	for i, v := range verdicts {
 		switch {
 		case v.committed:
 			res.Committed = append(res.Committed, req.Refs[i])
 			if _, seen := studyOpen[v.study]; !seen {
 				studyOpen[v.study] = false
+			}
+			if v.study != "" {
+				committedStudies[v.study] = true
 			}
 		case v.reason != 0:
 			res.Failed = append(res.Failed, commitment.Failure{Ref: req.Refs[i], Reason: v.reason})
@@ -615,13 +620,11 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 			}
 		}
 	}
-	var studies []string
-	for s := range studyOpen {
-		if s != "" {
-			studies = append(studies, s)
-		}
-	}
-	slices.Sort(studies)
+	// The studies the transaction names (its event, result, records and
+	// links) are its committed instances': a failed instance's study, known
+	// from the audit trail, is the sender's, a UID validation may have
+	// refused ("1.2.03"), and is no study the archive holds of it.
+	studies := slices.Sorted(maps.Keys(committedStudies))
 	tx.Studies, tx.StudyCount, tx.AllStudies = listedStudies(studies), len(studies), studies
 	if undecided > 0 {
 		poll := commitmentPoll

@@ -358,6 +358,20 @@ func TestCommitmentFailureReasons(t *testing.T) {
 		cd.Failures[0].Reason != "class-instance-conflict" {
 		t.Errorf("Storage Commitment Completed %+v", cd)
 	}
+	// studies are those of the committed instances (docs/pipeline.md, the
+	// schema): not the quarantined sop3's "1.2.03", a study UID its schema's
+	// pattern refuses, which the event listed (found by validating local
+	// mode's and the functions' real events, TestLocalAndAWSAgree).
+	if d := cmp.Diff([]string{study}, cd.Studies); d != "" || cd.StudyCount != 1 {
+		t.Errorf("studies (-want +got):\n%s(studyCount %d)", d, cd.StudyCount)
+	}
+	var detail any
+	if err := json.Unmarshal(c.events(pipeline.DetailTypeCommitmentCompleted)[0], &detail); err != nil {
+		t.Fatal(err)
+	}
+	if err := pt.StrictSchemas(t)[pipeline.DetailTypeCommitmentCompleted].Validate(detail); err != nil {
+		t.Errorf("the event fails its schema: %v", err)
+	}
 }
 
 // TestCommitmentQuarantinedSiteOption: a site may count a quarantined instance (kept in the store) as

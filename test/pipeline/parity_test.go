@@ -619,7 +619,21 @@ func collect(t *testing.T, bases []string, sent []paritySent, records []pipeline
 	o := observed{Documents: map[string]any{}, Studies: map[string]any{}, Audit: map[string][]any{}}
 	studies := map[string]bool{}
 	var sops []string // of the instances the events name
+	// Each event the deployment really emitted holds to its published
+	// schema, closed to properties it does not list (pt.StrictSchemas: a
+	// field emitted but undeclared fails, as the pipeline's own tests have
+	// it for the events of its fakes).
+	strict := pt.StrictSchemas(t)
 	for _, ev := range sent {
+		var doc any
+		if err := json.Unmarshal(ev.Detail, &doc); err != nil {
+			t.Fatal(err)
+		}
+		if sch, ok := strict[ev.DetailType]; !ok {
+			t.Errorf("an event of detail-type %q, which no schema describes", ev.DetailType)
+		} else if err := sch.Validate(doc); err != nil {
+			t.Errorf("a %s event fails its schema: %v", ev.DetailType, err)
+		}
 		var d struct {
 			StudyInstanceUID string `json:"studyInstanceUid"`
 			SOPInstanceUID   string `json:"sopInstanceUid"`
