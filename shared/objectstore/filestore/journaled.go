@@ -17,6 +17,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+	"github.com/dicom-ingest/dicom-ingest/shared/retry"
 )
 
 // An object that fits in the ring (most images: a 512x512 CT slice is
@@ -194,14 +195,14 @@ func releaseOnce(j *journal.Journal, r journal.Record) func() {
 // failing, never reuses a segment holding their records; appends wait,
 // then fail, once its segments are full (the C-STORE a failure status,
 // as on a full disk), Ready refuses new associations, and the next New
-// rewrites every file from its record. The failure is journal.Final, so
+// rewrites every file from its record. The failure is retry.Final, so
 // that the journal tries no checkpoint again (it logged the failure every
-// 10 s until the restart, after the line below had said it once).
+// second until the restart, after the line below had said it once).
 func (s *Store) checkpoint() error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	if s.syncFailed != nil {
-		return journal.Final(s.syncFailed)
+		return retry.Final(s.syncFailed)
 	}
 	err := s.fs.SyncFS(s.root)
 	crashPoint("checkpointed")
@@ -209,7 +210,7 @@ func (s *Store) checkpoint() error {
 		s.syncFailed = fmt.Errorf("%w: checkpoint: %w", ErrSyncFailed, err)
 		s.log.Error("file store: a checkpoint's syncfs failed; the journal keeps every record since the last checkpoint and takes objects until it is full: restart to replay it",
 			"err", err)
-		return journal.Final(s.syncFailed)
+		return retry.Final(s.syncFailed)
 	}
 	return nil
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+	"github.com/dicom-ingest/dicom-ingest/shared/retry"
 )
 
 // Defaults of Options.
@@ -91,10 +92,11 @@ type Options struct {
 	IdleSeal time.Duration
 	// Checkpoint is called before segments whose records were all
 	// released are reused: what the consumers made of those records must
-	// be durable when it returns nil. A failure is retried, 100 ms after
-	// it and then twice as long each time, up to 10 s apart, whatever
-	// wakes the reclaimer meanwhile; one wrapped by Final is not: no
-	// checkpoint runs again, and no segment is reused, until a restart.
+	// be durable when it returns nil. A failure is retried after
+	// retry.Backoff's steps (100 ms after it and then twice as long each
+	// time, up to 10 s apart), whatever wakes the reclaimer meanwhile; one
+	// marked retry.Final is not: no checkpoint runs again, and no segment
+	// is reused, until a restart.
 	Checkpoint func() error
 	// ReadOnly opens a journal only to read and release what it holds
 	// (another process's, taken over): it adds no segment file, appends
@@ -113,15 +115,6 @@ type Record struct {
 	Size int64  // payload bytes
 	CRC  uint64 // CRC-64/NVME of the payload
 }
-
-// Final marks a Checkpoint failure as final: the reclaimer tells it once
-// and calls Checkpoint no more (a failed syncfs, after which none that
-// succeeds vouches for what the failed one was to write).
-func Final(err error) error { return finalError{err} }
-
-type finalError struct{ error }
-
-func (e finalError) Unwrap() error { return e.error }
 
 // Errors of Append.
 var (
@@ -952,17 +945,16 @@ func (j *Journal) reclaimer() {
 		defer t.Stop()
 		tick = t.C
 	}
-	// After a failed checkpoint the next reclaim waits for again, its
-	// backoff: the idle seal's tick and the releases' wakes come far more
-	// often, and reclaimed at each (the tick's every second), a checkpoint
-	// failing for as long as the disk did was tried and logged every
-	// second, whatever retry_in said. After a final failure (Final) again
-	// is nil for good and final set: nothing is reclaimed any more.
-	var (
-		retry time.Duration
-		again <-chan time.Time
-		final bool
-	)
+	// After a failed checkpoint the next reclaim waits for its backoff
+	// (retry.Backoff): the idle seal's tick and the releases' wakes come
+	// far more often, and reclaimed at each (the tick's every second), a
+	// checkpoint failing for as long as the disk did was tried and logged
+	// every second, whatever retry_in said. After a final failure
+	// (retry.Final) nothing is reclaimed any more.
+	b := retry.Backoff{Log: j.log, Level: slog.LevelError,
+		Msg:      "journal: checkpoint failed; segments stay in use",
+		FinalMsg: "journal: checkpoint failed for good; segments stay in use until a restart"}
+	defer b.Stop()
 	for {
 		select {
 		case <-j.stop:
@@ -970,23 +962,10 @@ func (j *Journal) reclaimer() {
 		case <-j.reclaimWake:
 		case <-tick:
 			j.sealIdle()
-		case <-again:
-			again = nil
+		case <-b.Again():
 		}
-		if final || again != nil {
-			continue
-		}
-		err := j.reclaim()
-		switch {
-		case err == nil:
-			retry = 0
-		case errors.As(err, new(finalError)):
-			final = true
-			j.log.Error("journal: checkpoint failed for good; segments stay in use until a restart", "err", err)
-		default:
-			retry = min(max(2*retry, 100*time.Millisecond), 10*time.Second)
-			again = time.After(retry)
-			j.log.Error("journal: checkpoint failed; segments stay in use", "err", err, "retry_in", retry)
+		if b.Ready() {
+			b.Done(j.reclaim())
 		}
 	}
 }

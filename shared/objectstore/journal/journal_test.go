@@ -21,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
+	"github.com/dicom-ingest/dicom-ingest/shared/retry"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
@@ -627,7 +628,7 @@ func TestCheckpointFailureBacksOff(t *testing.T) {
 		calls int // Checkpoint calls waited for
 	}{
 		{"retried with a backoff", eio, 3},
-		{"final: not retried", Final(eio), 1},
+		{"final: not retried", retry.Final(eio), 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var (
