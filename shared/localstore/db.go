@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"modernc.org/sqlite" // the "sqlite" driver (pure Go, no cgo)
+
+	"github.com/dicom-ingest/dicom-ingest/shared/retry"
 )
 
 // DB is the local database. All adapters in this package share one DB; it is
@@ -616,6 +618,20 @@ func (db *DB) Sync(ctx context.Context) error {
 // fails until the process is restarted.
 func (db *DB) SyncFailed() error {
 	return errors.Join(db.wal.poisoned(), db.qwal.poisoned())
+}
+
+// MarkFinal returns err marked retry.Final once the databases' durable
+// commits ended (SyncFailed): no failure of work on them (delivering their
+// events, announcing their studies) heals before a restart. It returns err
+// as it is while none failed, and nil for nil.
+func (db *DB) MarkFinal(err error) error {
+	if err == nil {
+		return nil
+	}
+	if failed := db.SyncFailed(); failed != nil {
+		return retry.Final(errors.Join(err, failed))
+	}
+	return err
 }
 
 // SQL exposes the underlying handle for read-only queries by the portal.

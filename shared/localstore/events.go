@@ -24,6 +24,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/retry"
 )
 
 // ErrNotPending is returned when a hand-off key is completed twice.
@@ -532,16 +533,27 @@ func (p *Publisher) Run(ctx context.Context) error {
 // loop runs flush now, on each notification (after letting more gather),
 // every Poll and, when next gives one, at the time the next delivery
 // falls due, until ctx is done, logging its errors as what. A retry due
-// in 500 ms waited for the next Poll, about a second, before next.
+// in 500 ms waited for the next Poll, about a second, before next. A
+// failed flush follows retry.Backoff: after a transient failure flush runs
+// again once its backoff step is over, the failure told once a step; once
+// the database's durable commits ended (DB.MarkFinal) the failure is told
+// once, at ERROR, and flush runs no more until a restart. Each failure was
+// told at WARN at each Poll and notification (after a failed fsync, every
+// second or more until the restart).
 func (p *Publisher) loop(ctx context.Context, notify <-chan struct{}, what string, flush func(context.Context) error,
 	next func(now time.Time) (time.Time, bool)) {
 	t := time.NewTicker(p.Poll)
 	defer t.Stop()
 	due := time.NewTimer(p.Poll)
 	defer due.Stop()
+	b := retry.Backoff{Log: p.Logger, Msg: what, Level: slog.LevelWarn, FinalMsg: what + " failed for good; stopped until a restart"}
+	defer b.Stop()
 	for {
-		if err := flush(ctx); err != nil && ctx.Err() == nil {
-			p.Logger.Warn(what, "err", err)
+		if b.Ready() {
+			err := flush(ctx)
+			if ctx.Err() == nil {
+				b.Done(p.DB.MarkFinal(err))
+			}
 		}
 		due.Stop()
 		var dueC <-chan time.Time
@@ -564,6 +576,7 @@ func (p *Publisher) loop(ctx context.Context, notify <-chan struct{}, what strin
 			}
 		case <-t.C:
 		case <-dueC:
+		case <-b.Again():
 		}
 	}
 }

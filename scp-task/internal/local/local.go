@@ -50,6 +50,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/retry"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
@@ -853,9 +854,21 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 	}
 }
 
-// announcer publishes Study Received / Study Updated for quiet studies.
+// announcer publishes Study Received / Study Updated for quiet studies. A
+// failed run follows retry.Backoff, as event delivery does: after a
+// transient failure the next run waits for its backoff step, the failure
+// told once a step; once the database's durable commits ended
+// (DB.MarkFinal) a failure is told once, at ERROR, and no run follows until
+// a restart. Each was told at WARN at each period (on a read-only file
+// system, every period until the restart).
 func (l *Local) announcer(ctx context.Context) {
+	b := retry.Backoff{Log: l.log, Msg: "announce stable studies", Level: slog.LevelWarn,
+		FinalMsg: "announce stable studies failed for good; stopped until a restart"}
+	defer b.Stop()
 	every(ctx, min(max(l.cfg.QuietPeriod/4, 100*time.Millisecond), 5*time.Second), func() {
+		if !b.Ready() {
+			return
+		}
 		var n int
 		var runErr error
 		err := l.db.InTx(ctx, l.cfg.Webhooks, func(tx *localstore.Tx) error {
@@ -880,9 +893,8 @@ func (l *Local) announcer(ctx context.Context) {
 			}, "run", "announce")
 			return nil
 		})
-		err = errors.Join(runErr, err)
-		if err != nil && ctx.Err() == nil {
-			l.log.Warn("announce stable studies", "err", err)
+		if ctx.Err() == nil {
+			b.Done(l.db.MarkFinal(errors.Join(runErr, err)))
 		}
 		if n > 0 {
 			l.pub.Notify()
