@@ -3,6 +3,8 @@ package local
 import (
 	"context"
 	"errors"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -251,6 +253,65 @@ func TestRebuildMetadataNamesTheSender(t *testing.T) {
 			}
 			if md[objectstore.MetaCallingAE] != tt.wantCalling || md[objectstore.MetaCalledAE] != tt.wantCalled || md[objectstore.MetaRecovered] != "true" {
 				t.Errorf("rebuilt %v; want calling AE %q, called AE %q", md, tt.wantCalling, tt.wantCalled)
+			}
+		})
+	}
+}
+
+// TestWriteCutShortLeavesNothingAfterTheStart: a commitment result (or a
+// quarantine copy) whose write is cut short, the process killed with its
+// temporary file written, leaves nothing the next start does not remove:
+// the temporary file is in the file store's temporary directory, which
+// filestore.New empties. It was beside its file (.<name>.<random>.tmp in
+// commitment/results/), where no start looks, and stayed there for good.
+func TestWriteCutShortLeavesNothingAfterTheStart(t *testing.T) {
+	for _, key := range []string{pipeline.CommitmentResultsPrefix + "tx01.json", "quarantine/2026/01/01/obj-1.dcm"} {
+		t.Run(key, func(t *testing.T) {
+			store, _, f := newTestFiles(t)
+			pr, pw := io.Pipe()
+			done := make(chan error, 1)
+			go func() { done <- f.writeFile(key, pr) }()
+			if _, err := pw.Write([]byte(`{"transactionUID":`)); err != nil {
+				t.Fatal(err)
+			}
+			// The write is under way, its first bytes in the temporary file: a kill now leaves it.
+			var left []string
+			err := filepath.WalkDir(store.Root(), func(p string, d fs.DirEntry, err error) error {
+				if err == nil && d.IsDir() && d.Name() == filestore.JournalDir {
+					return fs.SkipDir
+				}
+				if err == nil && !d.IsDir() {
+					left = append(left, p)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The next start.
+			if err := store.Close(); err != nil {
+				t.Fatal(err)
+			}
+			next, err := filestore.New(store.Root())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := next.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range left {
+				if _, err := os.Stat(p); err == nil {
+					t.Errorf("the start left %s, the cut write's temporary file", p)
+				}
+			}
+			if len(left) != 1 {
+				t.Errorf("files under way: %v, want the temporary file alone", left)
+			}
+			if err := pw.CloseWithError(errors.New("killed")); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err == nil {
+				t.Error("the cut write succeeded")
 			}
 		})
 	}
