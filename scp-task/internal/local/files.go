@@ -242,6 +242,10 @@ func (f *files) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // writeFile writes body to key atomically: temporary file, fsync, rename,
 // fsync of the directory. The same content written twice is the same file.
+// The temporary file is in the file store's temporary directory
+// (filestore.TempDir, on the same file system), which filestore.New
+// empties at each start: a write cut short by a kill leaves nothing there
+// for good. It was beside its file, where no start looked.
 func (f *files) writeFile(key string, body io.Reader) error {
 	p, err := f.path(key)
 	if err != nil {
@@ -251,9 +255,13 @@ func (f *files) writeFile(key string, body io.Reader) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("local: write %s: %w", key, err)
 	}
+	tmpDir := filepath.Join(f.root, filestore.TempDir)
+	if err := os.MkdirAll(tmpDir, 0o750); err != nil {
+		return fmt.Errorf("local: write %s: %w", key, err)
+	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(dir, "."+filepath.Base(p)+"."+hex.EncodeToString(rnd[:])+".tmp")
+	tmp := filepath.Join(tmpDir, "local-"+hex.EncodeToString(rnd[:])+".tmp")
 	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("local: write %s: %w", key, err)
