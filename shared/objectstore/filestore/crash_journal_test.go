@@ -289,7 +289,8 @@ func crashAndCheck(t *testing.T, what string, mem *vfstest.Mem, acked map[string
 func TestCheckpointFailureIsFinal(t *testing.T) {
 	mem := vfstest.NewMem()
 	failFast := func(s *Store) { s.jopts.FullWait = -1 }
-	s, err := New("/s", append(crashOpts(mem), failFast)...)
+	logs := &testenv.LogBuffer{}
+	s, err := New("/s", append(crashOpts(mem), failFast, WithLogger(slog.New(slog.NewJSONHandler(logs, nil))))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,6 +329,10 @@ func TestCheckpointFailureIsFinal(t *testing.T) {
 	}
 	if err := s.Close(); !errors.Is(err, ErrSyncFailed) {
 		t.Errorf("Close = %v, want ErrSyncFailed (its checkpoint is not trusted either)", err)
+	}
+	// Final (retry.Final): the journal tells it once and tries no checkpoint again.
+	if n := strings.Count(logs.String(), `"msg":"journal: checkpoint failed`); n != 1 || !strings.Contains(logs.String(), `"level":"ERROR","msg":"journal: checkpoint failed for good`) {
+		t.Errorf("the journal told the failed checkpoint %d times, want once, for good:\n%s", n, logs.String())
 	}
 	crashAndCheck(t, "the failed checkpoint", mem, acked, sent)
 }
