@@ -2,16 +2,16 @@ package local
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/portal"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog/jsonlogtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/retry"
@@ -35,21 +35,11 @@ func (x failingIndex) StableStudies(ctx context.Context, quietSince time.Time, l
 	return x.IndexStore.StableStudies(ctx, quietSince, limit)
 }
 
-// loopLines returns the lines of msg in logs, decoded.
+// loopLines returns the lines of a loop's failures in logs, decoded: msg
+// (a transient failure's) and its final failure's.
 func loopLines(t *testing.T, logs string, msg string) []map[string]any {
 	t.Helper()
-	var out []map[string]any
-	for _, l := range strings.Split(logs, "\n") {
-		if !strings.Contains(l, `"msg":"`+msg) {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	return out
+	return jsonlogtest.Counted(t, fmt.Sprintf(`{ ($.msg = %q) || ($.msg = %q) }`, msg, msg+" failed for good; stopped until a restart"), []byte(logs))
 }
 
 // TestLoopFailuresTold: local mode's event delivery and announcer follow
