@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
+	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore/localstoretest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -96,6 +99,9 @@ func TestStorageCommitmentReportSurvivesKill(t *testing.T) {
 	if again.TransactionUID != txn || len(again.Failed) != 1 || again.Failed[0].Reason != commitment.ReasonNoSuchObjectInstance {
 		t.Errorf("the report after the restart %+v, want the instance never sent failed 0112", again)
 	}
+	if !reflect.DeepEqual(again, first) {
+		t.Errorf("the report after the restart %+v, the killed run's %+v: want the same result", again, first)
+	}
 	q.SendMessage(1, dimse.NewNEventReportRSP(cmd, dimse.Status{}), nil)
 	q.Expect(pdu.TypeReleaseRQ)
 	q.SendPDU(&pdu.ReleaseRP{})
@@ -107,4 +113,14 @@ func TestStorageCommitmentReportSurvivesKill(t *testing.T) {
 	testenv.Eventually(t, "the transaction reported once in the audit trail", func() bool {
 		return len(portalAudit(t, scp.PortalAddr, pipeline.OutcomeCommitmentReported)) == 1
 	})
+	announced := 0
+	for _, e := range localstoretest.EventsLog(t, filepath.Join(dataDir, "events.log")) {
+		var c pipeline.CommitmentCompletedDetail
+		if e.DetailType == pipeline.DetailTypeCommitmentCompleted && json.Unmarshal(e.Detail, &c) == nil && c.TransactionUID == txn {
+			announced++
+		}
+	}
+	if announced != 1 {
+		t.Errorf("the transaction announced completed %d times, want once", announced)
+	}
 }
