@@ -486,10 +486,11 @@ func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, erro
 			defer func() { <-sem }()
 			for _, tx := range txs {
 				var done bool
-				err := panicvalue.Recovered(p.log(), cmp.Or(p.CommitmentPanicLog, ScheduledPanicLog), func() (err error) {
+				msg, attrs := p.commitmentPanicLine(tx)
+				err := panicvalue.Recovered(p.log(), msg, func() (err error) {
 					done, err = p.advance(ctx, a, tx.ID)
 					return err
-				}, "run", "commitment", "association", tx.AssociationID, "message_id", tx.MessageID)
+				}, attrs...)
 				mu.Lock()
 				var l eventLeft
 				switch {
@@ -510,6 +511,13 @@ func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, erro
 		errs = append(errs, fmt.Errorf("%w: %d of %d transactions' Storage Commitment Completed left for the next run", stopped, left, len(due)))
 	}
 	return n, errors.Join(append(errs, a.kept()...)...)
+}
+
+// commitmentPanicLine is the line, and its attributes, of a panic (a bug) met moving tx on, wherever it is recovered:
+// the caller's line (CommitmentPanicLog, else ScheduledPanicLog) with run: commitment and the transaction named by
+// its association and message id, never a UID.
+func (p *Pipeline) commitmentPanicLine(tx CommitmentTransaction) (string, []any) {
+	return cmp.Or(p.CommitmentPanicLog, ScheduledPanicLog), []any{"run", "commitment", "association", tx.AssociationID, "message_id", tx.MessageID}
 }
 
 // runLeft is how long a step of a run may take within ctx's deadline, keeping CommitmentWriteMargin to record how
@@ -681,27 +689,39 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 	return tx, nil
 }
 
-// judgeAll fills verdicts, a few instances at a time.
+// judgeAll fills verdicts, a few instances at a time. A panic (a bug) in an instance's lookup is recovered on its
+// goroutine (the callers' recovery holds on the run's goroutines only, and a panic on another ends the process): it
+// fails the transaction with an error wrapping panicvalue.ErrPanicked, logged once with the caller's line and the
+// first panic's stack (commitmentPanicLine), as a panic on the AE's goroutine is.
 func (p *Pipeline) judgeAll(ctx context.Context, tx CommitmentTransaction, refs []commitment.Ref, final bool, verdicts []refVerdict) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
+	var first *panicvalue.Panic
 	sem := make(chan struct{}, evaluateParallel)
 	for i := range refs {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			v, err := p.judge(ctx, tx, refs[i], final)
+			pnc, err := panicvalue.Catch(func() (err error) {
+				verdicts[i], err = p.judge(ctx, tx, refs[i], final)
+				return err
+			})
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, err)
+				if first == nil {
+					first = pnc
+				}
 				mu.Unlock()
-				return
 			}
-			verdicts[i] = v
 		})
 	}
 	wg.Wait()
+	if first != nil {
+		msg, attrs := p.commitmentPanicLine(tx)
+		first.Log(p.log(), msg, attrs...)
+	}
 	return errors.Join(errs...)
 }
 

@@ -451,3 +451,47 @@ func TestCommitmentPanicLogIsTheCaller(t *testing.T) {
 		})
 	}
 }
+
+// panickyIndex is an index whose lookup of one instance panics (a bug in a store adapter).
+type panickyIndex struct {
+	pipeline.IndexStore
+	sop string
+}
+
+func (p panickyIndex) Instances(ctx context.Context, sop string) ([]pipeline.InstanceRecord, error) {
+	if sop == p.sop {
+		var none []string
+		_ = none[len(sop)] // a bug: an index out of range
+	}
+	return p.IndexStore.Instances(ctx, sop)
+}
+
+// TestCommitmentLookupPanicFailsItsTransactionAlone: a panic in an instance's lookup (a bug in a store adapter), met
+// on the evaluation's own goroutines (judgeAll's), fails that transaction and the run, logged once with the caller's
+// line and its stack, the transaction named by association and message id, never a UID; the other AEs' transactions go
+// on and the process lives. Found by review: judgeAll's goroutines recovered nothing, and the panic ended the process
+// (local mode's SCP, the function's invocation), the callers' recovery holding on their own goroutines only.
+func TestCommitmentLookupPanicFailsItsTransactionAlone(t *testing.T) {
+	c := newCommitmentFixture(t)
+	var logs testenv.LogBuffer
+	c.p.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	c.store(sop1, sop2)
+	c.p.Index = panickyIndex{c.p.Index, sop2}
+	c.putFrom("BUGGY", txnUID+".1", ctRef(sop1), ctRef(sop2))
+	c.putFrom("PACS", txnUID+".2", ctRef(sop1))
+	_, err := c.p.RunCommitments(context.Background(), c.now)
+	if !errors.Is(err, panicvalue.ErrPanicked) {
+		t.Errorf("run: %v, want the panic's error", err)
+	}
+	if got := c.reportsTo("PACS"); len(got) != 1 {
+		t.Errorf("reports to the other AE: %v, want one", got)
+	}
+	if got := c.reportsTo("BUGGY"); len(got) != 0 {
+		t.Errorf("reports to the AE whose lookup panicked: %v, want none", got)
+	}
+	s := logs.String()
+	if n := strings.Count(s, pipeline.ScheduledPanicLog); n != 1 || !strings.Contains(s, `"stack"`) || !strings.Contains(s, `"run":"commitment"`) ||
+		!strings.Contains(s, `"association":"abcd1234-1"`) || strings.Contains(s, txnUID) || strings.Contains(s, sop2) {
+		t.Errorf("log %s: want one %q with the stack, run: commitment and the association, no UID", s, pipeline.ScheduledPanicLog)
+	}
+}
