@@ -259,12 +259,43 @@ type CommitmentReporter interface {
 	MinReport() time.Duration
 }
 
-// CommitmentLease is how long a worker holds a transaction it is evaluating or reporting, another worker taking it
-// over after that (a crashed function, a lost task): r's longest delivery (MaxReport), which the pipeline holds each
-// delivery to, and commitmentLeaseSlack for what a delivery does besides. A delivery therefore always ends, and its
-// outcome is written, before its lease does: another worker never reports a transaction while one is reporting it.
+// CommitmentLease is how long a worker whose run has no deadline (local mode) holds a transaction it is evaluating or
+// reporting, another worker taking it over after that (a lost process): r's longest delivery (MaxReport), which the
+// pipeline holds each delivery to, and commitmentLeaseSlack for what a delivery does besides. A delivery therefore
+// always ends, and its outcome is written, before its lease does: another worker never reports a transaction while
+// one is reporting it. A run with a deadline holds it for less (commitmentLease).
 func CommitmentLease(r CommitmentReporter) time.Duration {
 	return maxReport(r) + commitmentLeaseSlack
+}
+
+// CommitmentLeaseSkew is what a lease bounded by its run's deadline (commitmentLease) holds past that deadline: the
+// workers' clocks may disagree (each compares the lease with its own), and a write sent just before the deadline may
+// land after it (every write is conditioned on the transaction's version, so a late one changes nothing).
+const CommitmentLeaseSkew = 5 * time.Second
+
+// commitmentLease is how long a worker in a run of ctx holds a transaction from now: CommitmentLease, or, when the run
+// has a deadline that comes sooner (the commitment function's invocation, which Lambda ends at its timeout), until
+// CommitmentLeaseSkew past that deadline. Every delivery of such a run is cut CommitmentWriteMargin before its
+// deadline (runLeft) and none starts after, so nothing of the run reports past it, whether the run dies there
+// (Lambda) or not: a crashed invocation's transaction is taken over once its run's deadline is CommitmentLeaseSkew
+// past, not after a delivery's whole bound.
+func commitmentLease(ctx context.Context, r CommitmentReporter) time.Duration {
+	lease := CommitmentLease(r)
+	if end, ok := ctx.Deadline(); ok {
+		lease = min(lease, time.Until(end)+CommitmentLeaseSkew)
+	}
+	return lease
+}
+
+// leaseLeft is how long a delivery of a run of ctx may take within the lease held until leaseEnd: up to the lease's end
+// but for its slack (an evaluation or the result's read may have taken some of the lease); for a lease that outlasts
+// the run's deadline (commitmentLease), as long as the run has (runLeft holds the delivery, ending it, and its write,
+// before that deadline).
+func leaseLeft(ctx context.Context, now, leaseEnd time.Time) time.Duration {
+	if end, ok := ctx.Deadline(); ok && !now.Add(time.Until(end)).After(leaseEnd) {
+		return math.MaxInt64
+	}
+	return leaseEnd.Sub(now) - commitmentLeaseSlack
 }
 
 // maxReport is r's MaxReport, 0 without a reporter.
@@ -564,7 +595,7 @@ func (p *Pipeline) advance(ctx context.Context, a *announcer, id string) (bool, 
 	if left := runLeft(ctx); tx.Done() || tx.NextAttempt.After(now) || left <= 0 || tx.State == CommitmentReporting && left < minReport(p.Reporter) {
 		return false, nil // the run's end too near to record a step, or to report: left due for the next run
 	}
-	tx.NextAttempt = now.Add(CommitmentLease(p.Reporter))
+	tx.NextAttempt = now.Add(commitmentLease(ctx, p.Reporter))
 	if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
 		if errors.Is(err, ErrConditionFailed) {
 			return false, nil // another worker has it
@@ -677,7 +708,7 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 	tx.Committed, tx.Failed = len(res.Committed), len(res.Failed)
 	// Reporting, still leased to this worker, which reports it next (advance): due at once, another worker would
 	// take it and report it too.
-	tx.State, tx.NextAttempt, tx.ReportDeadline, tx.Attempts = CommitmentReporting, now.Add(CommitmentLease(p.Reporter)), now.Add(p.commitmentReportFor()), 0
+	tx.State, tx.NextAttempt, tx.ReportDeadline, tx.Attempts = CommitmentReporting, now.Add(commitmentLease(ctx, p.Reporter)), now.Add(p.commitmentReportFor()), 0
 	if err := p.auditCommitment(ctx, commitmentEvaluated, tx, &doc); err != nil {
 		return tx, err
 	}
@@ -935,16 +966,18 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 		return p.finishCommitment(ctx, a, commitmentUndeliverable, tx, doc)
 	}
 	// Held to the Reporter's bound, to the lease's end but for its slack (an evaluation or the result's read may
-	// have taken some of the lease), and to the run's end but for CommitmentWriteMargin (the commitment function's
-	// invocation, which Lambda ends at its timeout, sooner than the bound): the delivery ends, and how it went is
-	// written, before another worker may take the transaction and while the run may still write. A report cut there
-	// is a failed attempt, counted towards the report deadline.
-	within := min(p.Reporter.MaxReport(), tx.NextAttempt.Sub(p.now())-commitmentLeaseSlack, runLeft(ctx))
+	// have taken some of the lease; leaseLeft), and to the run's end but for CommitmentWriteMargin (the commitment
+	// function's invocation, which Lambda ends at its timeout, sooner than the bound, and before which its lease ends
+	// CommitmentLeaseSkew after): the delivery ends, and how it went is written, before another worker may take the
+	// transaction and while the run may still write. A report cut there is a failed attempt, counted towards the
+	// report deadline.
+	now := p.now()
+	within := min(p.Reporter.MaxReport(), leaseLeft(ctx, now, tx.NextAttempt), runLeft(ctx))
 	if within < minReport(p.Reporter) {
 		// Too little left (of the run, or of a lease an evaluation used) for the PACS to connect and answer: no
 		// attempt, nor a give-up past the report deadline, the PACS having had no chance; the lease is released,
 		// written while the margin lasts, so that the next run reports it.
-		tx.NextAttempt = p.now()
+		tx.NextAttempt = now
 		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil && !errors.Is(err, ErrConditionFailed) {
 			return false, fmt.Errorf("pipeline: commitment: %w", err)
 		}
@@ -955,7 +988,7 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	rctx, cancel := context.WithTimeout(ctx, within)
 	delivery, rerr := p.Reporter.Report(rctx, CommitmentReport{CallingAE: tx.CallingAE, AssociationID: tx.AssociationID, Result: doc.Result})
 	cancel()
-	now := p.now()
+	now = p.now()
 	log := p.log().With("association", tx.AssociationID, "message_id", tx.MessageID, "attempt", tx.Attempts)
 	switch {
 	case rerr == nil:

@@ -27,7 +27,8 @@ func RunCommitmentStore(t *testing.T, newStore func(t *testing.T) pipeline.Commi
 	t.Run("UpdateIsConditional", func(t *testing.T) { testUpdateConditional(t, newStore(t)) })
 	t.Run("Due", func(t *testing.T) { testDue(t, newStore(t)) })
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrentUpdates(t, newStore(t)) })
-	t.Run("ReportedOnceByTwoWorkers", func(t *testing.T) { testReportedOnce(t, newStore(t)) })
+	t.Run("ReportedOnceByTwoWorkers", func(t *testing.T) { testReportedOnce(t, newStore(t), 0) })
+	t.Run("TakenOverOnceTheRunHasEnded", func(t *testing.T) { testReportedOnce(t, newStore(t), time.Minute) })
 }
 
 // Transaction returns a pending transaction n received at T0, due then.
@@ -213,7 +214,13 @@ func testConcurrentUpdates(t *testing.T, s pipeline.CommitmentStore) {
 // PACS, up to the Reporter's bound): the second takes nothing, at the same moment (the evaluation hands the
 // transaction to its report leased, not due at once), past 2 minutes (the lease was 2 minutes, shorter than a report
 // held by a hung PACS), nor before the lease (pipeline.CommitmentLease) ends. The PACS gets one report.
-func testReportedOnce(t *testing.T, s pipeline.CommitmentStore) {
+//
+// With runFor, the first worker's run has a deadline runFor away (the commitment function's invocation, which Lambda
+// ends at its timeout, sooner than the Reporter's bound): its lease ends pipeline.CommitmentLeaseSkew past that
+// deadline, the second worker taking nothing before it, and the transaction over once it has (the first worker
+// having died at its deadline, its delivery never cut: a crashed invocation), reported again. Before, a crashed
+// invocation's transaction waited for a delivery's whole bound and a minute (162 s, or 192 s with a tls:// peer).
+func testReportedOnce(t *testing.T, s pipeline.CommitmentStore, runFor time.Duration) {
 	ctx := context.Background()
 	f := New()
 	tx := Transaction(1)
@@ -254,8 +261,13 @@ func testReportedOnce(t *testing.T, s pipeline.CommitmentStore) {
 		err error
 	}
 	done := make(chan outcome, 1)
+	runCtx, stop := ctx, context.CancelFunc(func() {})
+	if runFor > 0 {
+		runCtx, stop = context.WithTimeout(ctx, runFor)
+	}
+	defer stop()
 	go func() {
-		n, err := worker(T0).RunCommitments(ctx, T0)
+		n, err := worker(T0).RunCommitments(runCtx, T0)
 		done <- outcome{n, err}
 	}()
 	select {
@@ -264,11 +276,33 @@ func testReportedOnce(t *testing.T, s pipeline.CommitmentStore) {
 		close(release)
 		t.Fatalf("the first worker ended without reporting: %d, %v", o.n, o.err)
 	}
-	for _, d := range []time.Duration{0, 2*time.Minute + time.Second, pipeline.CommitmentLease(f.Reporter) - time.Second} {
+	probes := []time.Duration{0, 2*time.Minute + time.Second, pipeline.CommitmentLease(f.Reporter) - time.Second}
+	if runFor > 0 {
+		probes = []time.Duration{0, runFor - time.Second, runFor + pipeline.CommitmentLeaseSkew/2}
+	}
+	for _, d := range probes {
 		n, err := worker(T0.Add(d)).RunCommitments(ctx, T0.Add(d))
 		if err != nil || n != 0 || calls.Load() != 1 {
 			t.Errorf("second worker %v in: %d finished, %v; %d reports, want the first worker's alone", d, n, err, calls.Load())
 		}
+	}
+	if runFor > 0 {
+		leased, err := s.GetCommitment(ctx, tx.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end := T0.Add(runFor + pipeline.CommitmentLeaseSkew); leased.NextAttempt.After(end) {
+			t.Errorf("leased until %v in, want at most %v (the run's deadline and the skew)", leased.NextAttempt.Sub(T0), end.Sub(T0))
+		}
+		// The first worker died at its deadline: the next run after its lease takes the transaction over.
+		at := leased.NextAttempt
+		if n, err := worker(at).RunCommitments(ctx, at); err != nil || n != 1 || calls.Load() != 2 {
+			t.Errorf("second worker once the lease has ended: %d finished, %v; %d reports, want it reported again", n, err, calls.Load())
+		}
+		stop()
+		close(release)
+		<-done // its writes fail: the transaction is the second worker's
+		return
 	}
 	close(release)
 	if o := <-done; o.err != nil || o.n != 1 {
