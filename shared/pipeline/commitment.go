@@ -255,7 +255,8 @@ type CommitmentReporter interface {
 	// transaction for longer (CommitmentLease).
 	MaxReport() time.Duration
 	// MinReport is the least a Report needs for the PACS to have had its chance, by the same deadlines
-	// (connecting and one answer): a delivery given less is not made, its attempt not counted (deliverCommitment).
+	// (connecting and one answer): a delivery given less (by the run's end, or the lease's) is made all the same,
+	// and one cut there before the PACS answered counts no attempt (deliverCommitment).
 	MinReport() time.Duration
 }
 
@@ -592,8 +593,8 @@ func (p *Pipeline) advance(ctx context.Context, a *announcer, id string) (bool, 
 		return false, fmt.Errorf("pipeline: commitment: %w", err)
 	}
 	now := p.now()
-	if left := runLeft(ctx); tx.Done() || tx.NextAttempt.After(now) || left <= 0 || tx.State == CommitmentReporting && left < minReport(p.Reporter) {
-		return false, nil // the run's end too near to record a step, or to report: left due for the next run
+	if tx.Done() || tx.NextAttempt.After(now) || runLeft(ctx) <= 0 {
+		return false, nil // the run's end too near to record a step: left due for the next run
 	}
 	tx.NextAttempt = now.Add(commitmentLease(ctx, p.Reporter))
 	if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
@@ -973,24 +974,35 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	// report deadline.
 	now := p.now()
 	within := min(p.Reporter.MaxReport(), leaseLeft(ctx, now, tx.NextAttempt), runLeft(ctx))
-	if within < minReport(p.Reporter) {
-		// Too little left (of the run, or of a lease an evaluation used) for the PACS to connect and answer: no
-		// attempt, nor a give-up past the report deadline, the PACS having had no chance; the lease is released,
-		// written while the margin lasts, so that the next run reports it.
+	// release leaves the transaction due now, for the next run, written while the margin lasts.
+	release := func() (bool, error) {
 		tx.NextAttempt = now
 		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil && !errors.Is(err, ErrConditionFailed) {
 			return false, fmt.Errorf("pipeline: commitment: %w", err)
 		}
 		return false, nil
 	}
+	if within <= 0 {
+		return release() // nothing left of the run, or of a lease an evaluation used, to report in
+	}
 	step := commitmentReported
 	tx.Attempts++
 	rctx, cancel := context.WithTimeout(ctx, within)
 	delivery, rerr := p.Reporter.Report(rctx, CommitmentReport{CallingAE: tx.CallingAE, AssociationID: tx.AssociationID, Result: doc.Result})
+	cut := rctx.Err() != nil && ctx.Err() == nil
 	cancel()
 	now = p.now()
 	log := p.log().With("association", tx.AssociationID, "message_id", tx.MessageID, "attempt", tx.Attempts)
 	switch {
+	case rerr != nil && cut && within < minReport(p.Reporter):
+		// Given less (of the run, or of a lease an evaluation used) than the PACS needs to connect and answer
+		// (MinReport), and cut there before it answered: the PACS had no chance, so neither an attempt is counted nor
+		// the delivery given up past the report deadline; the lease is released, written while the margin lasts, so
+		// that the next run reports it. A PACS that answers in the time there was (most do in well under a second)
+		// has its result now, not at the next run.
+		tx.Attempts--
+		log.Info("storage commitment report cut by the run's end before the PACS answered; left for the next run", "within", within.String())
+		return release()
 	case rerr == nil:
 		tx.ReportedAt, tx.SameAssociation, tx.LastError = now, delivery.SameAssociation, ""
 		log.Info("storage commitment reported", "same_association", delivery.SameAssociation)
