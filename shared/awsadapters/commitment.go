@@ -22,6 +22,14 @@ import (
 // While a transaction is not done it carries gsi1pk = "COMMITMENT" and
 // gsi1sk = <next attempt ts>#<id>, so the byPending index (whose study
 // entries live under gsi1pk = "PENDING") finds the due ones in order.
+//
+// A requesting AE's lease (LeaseCommitmentPeer) is an item of its own, in
+// no index:
+//
+//	pk = "COMMITPEER#<AE title>"  sk = "COMMITPEER"   holder, until (Unix nanoseconds)
+//
+// released by setting until to 0 (the function may UpdateItem, not
+// DeleteItem).
 type CommitmentTable struct {
 	Client DynamoAPI
 	Table  string
@@ -149,4 +157,53 @@ func (c *CommitmentTable) DueCommitments(ctx context.Context, now time.Time, lim
 		}
 	}
 	return due, nil
+}
+
+func commitmentPeerKey(ae string) map[string]ddbtypes.AttributeValue {
+	return key(keyValue("COMMITPEER#", ae), "COMMITPEER")
+}
+
+// LeaseCommitmentPeer implements pipeline.CommitmentStore: a PutItem
+// conditioned on the lease being free, over or holder's; on a refusal, a
+// consistent read of the lease in force.
+func (c *CommitmentTable) LeaseCommitmentPeer(ctx context.Context, ae, holder string, now, until time.Time) (time.Time, bool, error) {
+	item := commitmentPeerKey(ae)
+	item["holder"], item["until"] = sv(holder), nv(until.UnixNano())
+	_, err := c.Client.PutItem(ctx, &dynamodb.PutItemInput{TableName: &c.Table, Item: item,
+		ConditionExpression:       aws.String("attribute_not_exists(pk) OR #u <= :now OR #h = :h"),
+		ExpressionAttributeNames:  map[string]string{"#u": "until", "#h": "holder"},
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":now": nv(now.UnixNano()), ":h": sv(holder)},
+	})
+	switch {
+	case err == nil:
+		return until, true, nil
+	case !isCondFailed(err):
+		return time.Time{}, false, fmt.Errorf("awsadapters: lease commitment peer: %w", err)
+	}
+	out, err := c.Client.GetItem(ctx, &dynamodb.GetItemInput{TableName: &c.Table, Key: commitmentPeerKey(ae), ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("awsadapters: lease commitment peer: %w", err)
+	}
+	var held struct {
+		Until int64 `dynamodbav:"until"`
+	}
+	if err := attributevalue.UnmarshalMap(out.Item, &held); err != nil {
+		return time.Time{}, false, fmt.Errorf("awsadapters: lease commitment peer: %w", err)
+	}
+	return time.Unix(0, held.Until).UTC(), false, nil
+}
+
+// ReleaseCommitmentPeer implements pipeline.CommitmentStore: an
+// UpdateItem ending the lease, conditioned on holder holding it.
+func (c *CommitmentTable) ReleaseCommitmentPeer(ctx context.Context, ae, holder string) error {
+	_, err := c.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: &c.Table, Key: commitmentPeerKey(ae),
+		UpdateExpression:          aws.String("SET #u = :zero"),
+		ConditionExpression:       aws.String("#h = :h"),
+		ExpressionAttributeNames:  map[string]string{"#u": "until", "#h": "holder"},
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":zero": nv(0), ":h": sv(holder)},
+	})
+	if err != nil && !isCondFailed(err) {
+		return fmt.Errorf("awsadapters: release commitment peer: %w", err)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package localstore
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -146,6 +147,41 @@ func studiesDigest(studies []string) string {
 func (c *CommitmentStore) DueCommitments(ctx context.Context, now time.Time, limit int) ([]pipeline.CommitmentTransaction, error) {
 	return c.list(ctx, `SELECT record FROM commitments WHERE state IN ('pending', 'reporting') AND next_attempt <= ?
 		ORDER BY next_attempt, id LIMIT ?`, unixNano(now), limitOr(limit, 100))
+}
+
+// LeaseCommitmentPeer implements pipeline.CommitmentStore on the
+// commitment_peer_leases table.
+func (c *CommitmentStore) LeaseCommitmentPeer(ctx context.Context, ae, holder string, now, until time.Time) (time.Time, bool, error) {
+	held, ok := until, false
+	err := c.b.write(ctx, func(t *querier) error {
+		var have string
+		var end int64
+		switch err := t.QueryRowContext(ctx, `SELECT holder, until FROM commitment_peer_leases WHERE ae = ?`, ae).Scan(&have, &end); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("localstore: lease commitment peer: %w", err)
+		case have != holder && end > unixNano(now):
+			held = time.Unix(0, end).UTC()
+			return nil
+		}
+		if _, err := t.ExecContext(ctx, `INSERT INTO commitment_peer_leases(ae, holder, until) VALUES (?, ?, ?)
+			ON CONFLICT(ae) DO UPDATE SET holder = excluded.holder, until = excluded.until`, ae, holder, unixNano(until)); err != nil {
+			return fmt.Errorf("localstore: lease commitment peer: %w", err)
+		}
+		ok = true
+		return nil
+	})
+	return held, ok, err
+}
+
+// ReleaseCommitmentPeer implements pipeline.CommitmentStore.
+func (c *CommitmentStore) ReleaseCommitmentPeer(ctx context.Context, ae, holder string) error {
+	return c.b.write(ctx, func(t *querier) error {
+		if _, err := t.ExecContext(ctx, `DELETE FROM commitment_peer_leases WHERE ae = ? AND holder = ?`, ae, holder); err != nil {
+			return fmt.Errorf("localstore: release commitment peer: %w", err)
+		}
+		return nil
+	})
 }
 
 // StudyCommitments returns the transactions that committed instances of a

@@ -319,6 +319,13 @@ var schema = []string{
 		outbox_id TEXT NOT NULL
 	);
 	INSERT INTO outbox_identity(id, outbox_id) VALUES (1, lower(hex(randomblob(16))));`,
+	// 21: the requesting AEs' leases (CommitmentStore.LeaseCommitmentPeer):
+	// one Storage Commitment delivery to an AE at a time, across runs.
+	`CREATE TABLE commitment_peer_leases (
+		ae     TEXT PRIMARY KEY,
+		holder TEXT NOT NULL,
+		until  INTEGER NOT NULL
+	);`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

@@ -235,6 +235,13 @@ type CommitmentStore interface {
 	// DueCommitments returns transactions pending or reporting whose NextAttempt is not after now, the
 	// longest due first, at most limit (0: DefaultPage; above MaxPage: MaxPage, as PageLimit has it).
 	DueCommitments(ctx context.Context, now time.Time, limit int) ([]CommitmentTransaction, error)
+	// LeaseCommitmentPeer takes the requesting AE title ae for holder until until, unless another holder's lease
+	// of it ends after now: one delivery to an AE at a time, whichever worker makes it (RunCommitments). It returns
+	// the end of the lease in force (until when taken, else the other holder's) and whether holder has it; holder
+	// taking it again moves its end. AE titles are compared exactly.
+	LeaseCommitmentPeer(ctx context.Context, ae, holder string, now, until time.Time) (time.Time, bool, error)
+	// ReleaseCommitmentPeer ends holder's lease of ae; another holder's, or none, is left as it is.
+	ReleaseCommitmentPeer(ctx context.Context, ae, holder string) error
 }
 
 // CompareDue is the order of DueCommitments: the longest due first, then by ID.
@@ -985,14 +992,35 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	if within <= 0 {
 		return release() // nothing left of the run, or of a lease an evaluation used, to report in
 	}
+	log := p.log().With("association", tx.AssociationID, "message_id", tx.MessageID)
+	// One association at a time to a requesting AE, across workers too (another invocation of the function, another
+	// local run): the AE is leased in the store for as long as the transaction (the delivery ends before that), by the
+	// transaction, and released once the delivery has ended. Held by another worker's delivery, the transaction is
+	// tried again shortly, no attempt counted.
+	held, ok, err := p.Commitments.LeaseCommitmentPeer(ctx, tx.CallingAE, tx.ID, now, tx.NextAttempt)
+	if err != nil {
+		return false, fmt.Errorf("pipeline: commitment: lease the requesting AE: %w", err)
+	}
+	if !ok {
+		log.Info("storage commitment report waits for another worker's delivery to the AE", "calling_ae", tx.CallingAE, "held_until", held)
+		tx.NextAttempt = minTime(held, now.Add(commitmentPoll))
+		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil && !errors.Is(err, ErrConditionFailed) {
+			return false, fmt.Errorf("pipeline: commitment: %w", err)
+		}
+		return false, nil
+	}
 	step := commitmentReported
 	tx.Attempts++
 	rctx, cancel := context.WithTimeout(ctx, within)
 	delivery, rerr := p.Reporter.Report(rctx, CommitmentReport{CallingAE: tx.CallingAE, AssociationID: tx.AssociationID, Result: doc.Result})
 	cut := rctx.Err() != nil && ctx.Err() == nil
 	cancel()
+	if err := p.Commitments.ReleaseCommitmentPeer(ctx, tx.CallingAE, tx.ID); err != nil {
+		// Its lease ends with the transaction's all the same.
+		log.Warn("storage commitment: requesting AE not released", "calling_ae", tx.CallingAE, "err", err)
+	}
 	now = p.now()
-	log := p.log().With("association", tx.AssociationID, "message_id", tx.MessageID, "attempt", tx.Attempts)
+	log = log.With("attempt", tx.Attempts)
 	switch {
 	case rerr != nil && cut && within < minReport(p.Reporter):
 		// Given less (of the run, or of a lease an evaluation used) than the PACS needs to connect and answer

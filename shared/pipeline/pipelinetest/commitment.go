@@ -12,15 +12,22 @@ import (
 
 // Commitments is an in-memory pipeline.CommitmentStore.
 type Commitments struct {
-	mu  sync.Mutex
-	txs map[string]pipeline.CommitmentTransaction
+	mu    sync.Mutex
+	txs   map[string]pipeline.CommitmentTransaction
+	peers map[string]peerLease // by AE title
+}
+
+// peerLease is a requesting AE's lease (LeaseCommitmentPeer).
+type peerLease struct {
+	holder string
+	until  time.Time
 }
 
 var _ pipeline.CommitmentStore = (*Commitments)(nil)
 
 // NewCommitments returns an empty store.
 func NewCommitments() *Commitments {
-	return &Commitments{txs: map[string]pipeline.CommitmentTransaction{}}
+	return &Commitments{txs: map[string]pipeline.CommitmentTransaction{}, peers: map[string]peerLease{}}
 }
 
 func cloneTx(tx pipeline.CommitmentTransaction) pipeline.CommitmentTransaction {
@@ -89,6 +96,33 @@ func (c *Commitments) DueCommitments(_ context.Context, now time.Time, limit int
 		out = out[:limit]
 	}
 	return out, nil
+}
+
+// LeaseCommitmentPeer implements pipeline.CommitmentStore.
+func (c *Commitments) LeaseCommitmentPeer(ctx context.Context, ae, holder string, now, until time.Time) (time.Time, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, false, fmt.Errorf("pipelinetest: lease commitment peer: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if have, ok := c.peers[ae]; ok && have.holder != holder && have.until.After(now) {
+		return have.until, false, nil
+	}
+	c.peers[ae] = peerLease{holder, until}
+	return until, true, nil
+}
+
+// ReleaseCommitmentPeer implements pipeline.CommitmentStore.
+func (c *Commitments) ReleaseCommitmentPeer(ctx context.Context, ae, holder string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pipelinetest: release commitment peer: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if have, ok := c.peers[ae]; ok && have.holder == holder {
+		delete(c.peers, ae)
+	}
+	return nil
 }
 
 // Reporter is a pipeline.CommitmentReporter that records reports and fails while Err is set.

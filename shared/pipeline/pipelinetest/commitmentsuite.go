@@ -29,6 +29,8 @@ func RunCommitmentStore(t *testing.T, newStore func(t *testing.T) pipeline.Commi
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrentUpdates(t, newStore(t)) })
 	t.Run("ReportedOnceByTwoWorkers", func(t *testing.T) { testReportedOnce(t, newStore(t), 0) })
 	t.Run("TakenOverOnceTheRunHasEnded", func(t *testing.T) { testReportedOnce(t, newStore(t), time.Minute) })
+	t.Run("PeerLease", func(t *testing.T) { testPeerLease(t, newStore(t)) })
+	t.Run("OneDeliveryToAnAEAcrossWorkers", func(t *testing.T) { testOneDeliveryPerAE(t, newStore(t)) })
 }
 
 // Transaction returns a pending transaction n received at T0, due then.
@@ -210,6 +212,158 @@ func testConcurrentUpdates(t *testing.T, s pipeline.CommitmentStore) {
 	}
 }
 
+// toReport creates Transaction(n) in s, with its request in f's objects: one instance, never sent, which fails 0112 at
+// its first evaluation, so that a run reports it at once.
+func toReport(t *testing.T, f *Fakes, s pipeline.CommitmentStore, n int) pipeline.CommitmentTransaction {
+	t.Helper()
+	tx := Transaction(n)
+	tx.WaitUntil = T0
+	req := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE,
+		CalledAE: tx.CalledAE, AssociationID: tx.AssociationID, MessageID: tx.MessageID, ReceivedAt: T0,
+		Refs: []commitment.Ref{{SOPClassUID: CTStorage, SOPInstanceUID: suiteRoot + "9.99"}}}
+	body, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Objects.Add(tx.RequestKey, body, nil)
+	stored, _, err := s.CreateCommitment(context.Background(), tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stored
+}
+
+// testPeerLease: a requesting AE is leased to one holder at a time, until its lease ends or its holder releases it;
+// its holder takes it again (moving its end); AE titles are apart, compared exactly; of holders racing for it, one
+// has it.
+func testPeerLease(t *testing.T, s pipeline.CommitmentStore) {
+	ctx := context.Background()
+	type step struct {
+		name       string
+		ae, holder string
+		now, until time.Duration // from T0
+		wantOK     bool
+		wantHeld   time.Duration // from T0: the lease in force
+		releaseBy  string        // instead of leasing: holder releases ae
+	}
+	for _, st := range []step{
+		{name: "free: taken", ae: "PACS", holder: "tx01", now: 0, until: time.Minute, wantOK: true, wantHeld: time.Minute},
+		{name: "held by another", ae: "PACS", holder: "tx02", now: 30 * time.Second, until: 2 * time.Minute, wantHeld: time.Minute},
+		{name: "another AE apart", ae: "OTHER", holder: "tx02", now: 30 * time.Second, until: 2 * time.Minute, wantOK: true, wantHeld: 2 * time.Minute},
+		{name: "titles compared exactly", ae: "PACS ", holder: "tx02", now: 30 * time.Second, until: 2 * time.Minute, wantOK: true, wantHeld: 2 * time.Minute},
+		{name: "its holder again: moved on", ae: "PACS", holder: "tx01", now: 40 * time.Second, until: 3 * time.Minute, wantOK: true, wantHeld: 3 * time.Minute},
+		{name: "still held by it", ae: "PACS", holder: "tx02", now: 2 * time.Minute, until: 4 * time.Minute, wantHeld: 3 * time.Minute},
+		{name: "over at its end: taken", ae: "PACS", holder: "tx02", now: 3 * time.Minute, until: 4 * time.Minute, wantOK: true, wantHeld: 4 * time.Minute},
+		{name: "released by another: left", ae: "PACS", releaseBy: "tx01"},
+		{name: "still held after another's release", ae: "PACS", holder: "tx03", now: 3 * time.Minute, until: 5 * time.Minute, wantHeld: 4 * time.Minute},
+		{name: "released by its holder", ae: "PACS", releaseBy: "tx02"},
+		{name: "free again: taken before its end", ae: "PACS", holder: "tx03", now: 3 * time.Minute, until: 5 * time.Minute, wantOK: true, wantHeld: 5 * time.Minute},
+		{name: "nothing to release", ae: "NONE", releaseBy: "tx01"},
+	} {
+		if st.releaseBy != "" {
+			if err := s.ReleaseCommitmentPeer(ctx, st.ae, st.releaseBy); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			continue
+		}
+		held, ok, err := s.LeaseCommitmentPeer(ctx, st.ae, st.holder, T0.Add(st.now), T0.Add(st.until))
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if ok != st.wantOK || !held.Equal(T0.Add(st.wantHeld)) {
+			t.Errorf("%s: %v, held until %v in; want %v, %v", st.name, ok, held.Sub(T0), st.wantOK, st.wantHeld)
+		}
+	}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			_, ok, err := s.LeaseCommitmentPeer(ctx, "RACED", fmt.Sprintf("tx%02d", i), T0, T0.Add(time.Minute))
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				wins.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Errorf("%d of 8 racing holders have the AE, want 1", wins.Load())
+	}
+}
+
+// testOneDeliveryPerAE: two workers run at once, each with a transaction of the same requesting AE (two invocations of
+// the function, each with a request of its own): while the first worker's delivery waits on the PACS, the second
+// opens no association to it, counts no attempt and leaves its transaction due shortly; once the first is delivered,
+// the second is. Found by review: a run kept one association at a time to an AE within its process only, and a PACS
+// that takes one association from us at a time refused the second worker's.
+func testOneDeliveryPerAE(t *testing.T, s pipeline.CommitmentStore) {
+	ctx := context.Background()
+	f := New()
+	first, second := toReport(t, f, s, 1), toReport(t, f, s, 2)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	f.Reporter.Hold = func(ctx context.Context, _ pipeline.CommitmentReport) error {
+		if calls.Add(1) > 1 {
+			return nil
+		}
+		close(entered)
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	worker := func(now time.Time) *pipeline.Pipeline {
+		p := f.Pipeline()
+		p.Commitments, p.Now = s, func() time.Time { return now }
+		return p
+	}
+	// The first worker finds the first transaction alone (the second is not yet due).
+	next := second
+	next.NextAttempt = T0.Add(time.Second)
+	if _, err := s.UpdateCommitment(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := worker(T0).RunCommitments(ctx, T0)
+		done <- err
+	}()
+	select {
+	case <-entered:
+	case err := <-done:
+		close(release)
+		t.Fatalf("the first worker ended without reporting: %v", err)
+	}
+	at := T0.Add(time.Second)
+	if n, err := worker(at).RunCommitments(ctx, at); err != nil || n != 0 || calls.Load() != 1 {
+		t.Errorf("second worker during the first's delivery: %d finished, %v; %d reports, want the first worker's alone", n, err, calls.Load())
+	}
+	waiting, err := s.GetCommitment(ctx, second.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waiting.State != pipeline.CommitmentReporting || waiting.Attempts != 0 || !waiting.NextAttempt.After(at) {
+		t.Errorf("second transaction while the AE is held: %s, %d attempts, next %v; want reporting, no attempt, due later", waiting.State, waiting.Attempts, waiting.NextAttempt)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("first worker: %v", err)
+	}
+	later := waiting.NextAttempt
+	if n, err := worker(later).RunCommitments(ctx, later); err != nil || n != 1 || calls.Load() != 2 {
+		t.Errorf("second worker once the first was delivered: %d finished, %v; %d reports, want the second delivered", n, err, calls.Load())
+	}
+	for _, id := range []string{first.ID, second.ID} {
+		if got, err := s.GetCommitment(ctx, id); err != nil || got.State != pipeline.CommitmentReported || got.Attempts != 1 {
+			t.Errorf("%s: %s after %d attempts (%v), want reported after 1", id, got.State, got.Attempts, err)
+		}
+	}
+}
+
 // testReportedOnce: two workers run the due transactions at once on the store, the first holding its report (a hung
 // PACS, up to the Reporter's bound): the second takes nothing, at the same moment (the evaluation hands the
 // transaction to its report leased, not due at once), past 2 minutes (the lease was 2 minutes, shorter than a report
@@ -223,19 +377,7 @@ func testConcurrentUpdates(t *testing.T, s pipeline.CommitmentStore) {
 func testReportedOnce(t *testing.T, s pipeline.CommitmentStore, runFor time.Duration) {
 	ctx := context.Background()
 	f := New()
-	tx := Transaction(1)
-	tx.WaitUntil = T0 // its instance, never sent, fails 0112 at the first evaluation
-	req := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE,
-		CalledAE: tx.CalledAE, AssociationID: tx.AssociationID, MessageID: tx.MessageID, ReceivedAt: T0,
-		Refs: []commitment.Ref{{SOPClassUID: CTStorage, SOPInstanceUID: suiteRoot + "9.99"}}}
-	body, err := json.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Objects.Add(tx.RequestKey, body, nil)
-	if _, _, err := s.CreateCommitment(ctx, tx); err != nil {
-		t.Fatal(err)
-	}
+	tx := toReport(t, f, s, 1)
 	entered, release := make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
 	f.Reporter.Bound = 5 * time.Minute // a Reporter whose deadlines come to 5 minutes
