@@ -210,6 +210,9 @@ func TestProseFacts(t *testing.T) {
 	plainPeer, tlsPeer := commitreport.Peers{"PACS": {Addr: "pacs:104"}}, commitreport.Peers{"PACS": {Addr: "pacs:2762", TLS: true}}
 	bound := func(r *commitreport.Reporter) string { return durations.Prose(r.MaxReport()) }
 	lease := func(r *commitreport.Reporter) string { return durations.Prose(pipeline.CommitmentLease(r)) }
+	// In AWS the function's run has a deadline: a transaction is leased until CommitmentLeaseSkew past it.
+	leaseSkew := durations.Prose(pipeline.CommitmentLeaseSkew)
+	awsLease := durations.Prose(time.Duration(config.CommitmentTimeoutSeconds)*time.Second + pipeline.CommitmentLeaseSkew)
 	awsPlain, awsTLS := &commitreport.Reporter{Peers: plainPeer}, &commitreport.Reporter{Peers: tlsPeer}
 	localPlain, localTLS := &commitreport.Reporter{Peers: plainPeer, Server: &dicomnet.Server{}}, &commitreport.Reporter{Peers: tlsPeer, Server: &dicomnet.Server{}}
 	reportParallel := strconv.Itoa(pipeline.CommitmentReportParallel)
@@ -246,11 +249,11 @@ func TestProseFacts(t *testing.T) {
 				"; in local mode " + answer + " more for the try on the requestor's association)",
 			"to at most " + reportParallel + " AEs at once, each released after its one response",
 			// A delivery in AWS: cut short of the function's invocation.
-			"A delivery given less than connecting and one answer (" + durations.Prose(awsPlain.MinReport()) + ") is not made",
+			"one given less than connecting and one answer (" + durations.Prose(awsPlain.MinReport()) + ") and cut before the PACS answered counts no attempt",
 			"delivery cut, its A-ABORT (and any PDU written once the exchange was cut) is written within " + durations.Prose(dicomnet.TeardownWriteTimeout) + ", and ARTIM's " + durations.Prose(commitreport.ARTIMTimeout) + " follow: both, and the write of how it went, fall within the " + writeMargin + ".",
 			"invocation too, whose " + fnTimeout + " timeout is shorter: cut " + writeMargin + " before that (" + durations.Prose(time.Duration(config.CommitmentTimeoutSeconds)*time.Second-pipeline.CommitmentWriteMargin) + " at most,",
 			"(up to " + reportParallel + " AEs are reported to at once)",
-			"the transaction's lease (" + lease(awsPlain) + " to " + lease(localTLS) + ", by deployment:",
+			"after the invocation that took it, " + awsLease + " at most, and the schedule runs every minute; in local mode it is " + lease(localPlain) + ", or " + lease(localTLS) + " with a `tls://` peer:",
 			"if it is still open and the requestor answers within " + answer + ",",
 			// The N-ACTION's bounds (3.2.4.2) and the Error Comment's (dimse).
 			"the Action Information exceeds " + mib(dicomnet.MaxActionInformation) + ", " + thousands(commitment.MaxRefs) + " referenced instances",
@@ -294,9 +297,12 @@ func TestProseFacts(t *testing.T) {
 			"ARTIM; " + bound(awsPlain) + " with plain peers only, " + bound(awsTLS) + " with any `tls://` peer, " + answer + " more in local mode)",
 			"A delivery is also held to its run's context, " + writeMargin + " (`pipeline.CommitmentWriteMargin`)",
 			"(" + durations.Prose(dicomnet.TeardownWriteTimeout) + ") even to a PACS that stopped reading (it was bounded by the " + durations.Prose(dicomnet.DefaultWriteTimeout) + " write timeout alone) and ARTIM's " + durations.Prose(commitreport.ARTIMTimeout) + ",",
-			"connecting and one answer (" + durations.Prose(awsPlain.MinReport()) + "), is not made",
 			"invocation ends at its " + fnTimeout + " timeout (`config.CommitmentTimeoutSeconds`)",
-			"(" + lease(awsPlain) + " in AWS with plain PACSs only, " + lease(awsTLS) + " with any `tls://` one; " + lease(localPlain) + " and " + lease(localTLS) + " in local mode)",
+			"(" + lease(localPlain) + " in local mode with plain PACSs only, " + lease(localTLS) + " with any `tls://` one; it would be " + lease(awsPlain) + " and " + lease(awsTLS) + " in AWS,",
+			"only until " + leaseSkew + " (`pipeline.CommitmentLeaseSkew`:",
+			"in AWS a transaction is held at most " + awsLease + ", to the end of the invocation",
+			"(it waited " + lease(awsPlain) + " or " + lease(awsTLS) + ", then that run)",
+			"Given less than the Reporter's `MinReport`, connecting and one answer (" + durations.Prose(awsPlain.MinReport()) + "), and cut before the PACS answered, it counts no attempt",
 		}},
 		{filepath.Join("operations", "alarms.md"), []string{
 			"`--s3-put-timeout` (" + put + ")",
@@ -304,8 +310,8 @@ func TestProseFacts(t *testing.T) {
 			"`…_connections_shed_total`'s `reason`s `" + shed[0] + "`, `" + shed[1] + "` and `" + shed[2] + "`",
 			"the " + byLabel + " metrics by `reason` and `status` (" + byLabelTLS + " with `dicom.tls`)",
 			"(`pipeline: " + busDown + " announcements in a row failed to publish` in `err`), each run stops after " + busDownWord + " tries",
-			// The lease is the deployment's (MaxReport counts the TLS handshake once any peer is tls://).
-			"the deployment's, not each PACS's: " + lease(awsPlain) + " with plain PACSs only, " + lease(awsTLS) + " for every PACS once any site's is `tls://`",
+			// In AWS a transaction's lease ends CommitmentLeaseSkew past its invocation's end.
+			"runs out " + leaseSkew + " after the end of the invocation that took it, " + awsLease + " at most",
 		}},
 		{filepath.Join("operations", "logging.md"), []string{
 			"| AWS, " + keyedFunctions + " (every pipeline function) | the same secret, read once at cold start from `" + logname.SecretARNEnv + "`",

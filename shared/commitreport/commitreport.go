@@ -356,7 +356,8 @@ func (r *Reporter) MaxReport() time.Duration {
 }
 
 // MinReport implements pipeline.CommitmentReporter: connecting and one answer (the A-ASSOCIATE-AC), the least by
-// these deadlines that gives a PACS its chance; the pipeline makes no delivery, and counts no attempt, with less.
+// these deadlines that gives a PACS its chance; a delivery the pipeline gives less, and cuts before the PACS
+// answered, counts no attempt.
 func (r *Reporter) MinReport() time.Duration {
 	return durOr(r.DialTimeout, DefaultDialTimeout) + durOr(r.ResponseTimeout, DefaultResponseTimeout)
 }
