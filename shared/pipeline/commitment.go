@@ -978,19 +978,20 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	// function's invocation, which Lambda ends at its timeout, sooner than the bound, and before which its lease ends
 	// CommitmentLeaseSkew after): the delivery ends, and how it went is written, before another worker may take the
 	// transaction and while the run may still write. A report cut there is a failed attempt, counted towards the
-	// report deadline.
+	// report deadline, unless it was given less than MinReport (below).
 	now := p.now()
 	within := min(p.Reporter.MaxReport(), leaseLeft(ctx, now, tx.NextAttempt), runLeft(ctx))
-	// release leaves the transaction due now, for the next run, written while the margin lasts.
-	release := func() (bool, error) {
-		tx.NextAttempt = now
+	// leave leaves the transaction undelivered, no attempt counted, due at: the lease ends then, written while the
+	// margin lasts.
+	leave := func(at time.Time) (bool, error) {
+		tx.NextAttempt = at
 		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil && !errors.Is(err, ErrConditionFailed) {
 			return false, fmt.Errorf("pipeline: commitment: %w", err)
 		}
 		return false, nil
 	}
 	if within <= 0 {
-		return release() // nothing left of the run, or of a lease an evaluation used, to report in
+		return leave(now) // nothing left of the run, or of a lease an evaluation used, to report in: the next run's
 	}
 	log := p.log().With("association", tx.AssociationID, "message_id", tx.MessageID)
 	// One association at a time to a requesting AE, across workers too (another invocation of the function, another
@@ -1003,11 +1004,7 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	}
 	if !ok {
 		log.Info("storage commitment report waits for another worker's delivery to the AE", "calling_ae", tx.CallingAE, "held_until", held)
-		tx.NextAttempt = minTime(held, now.Add(commitmentPoll))
-		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil && !errors.Is(err, ErrConditionFailed) {
-			return false, fmt.Errorf("pipeline: commitment: %w", err)
-		}
-		return false, nil
+		return leave(minTime(held, now.Add(commitmentPoll)))
 	}
 	step := commitmentReported
 	tx.Attempts++
@@ -1015,9 +1012,9 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	delivery, rerr := p.Reporter.Report(rctx, CommitmentReport{CallingAE: tx.CallingAE, AssociationID: tx.AssociationID, Result: doc.Result})
 	cut := rctx.Err() != nil && ctx.Err() == nil
 	cancel()
-	if err := p.Commitments.ReleaseCommitmentPeer(ctx, tx.CallingAE, tx.ID); err != nil {
-		// Its lease ends with the transaction's all the same.
-		log.Warn("storage commitment: requesting AE not released", "calling_ae", tx.CallingAE, "err", err)
+	if err := p.Commitments.ReleaseCommitmentPeer(ctx, tx.CallingAE, tx.ID); err != nil && ctx.Err() == nil {
+		// Its lease ends with the transaction's all the same (as it does for a run stopped, whose writes all fail).
+		log.Warn("storage commitment: requesting AE not released; its lease ends with the transaction's", "calling_ae", tx.CallingAE, "err", err)
 	}
 	now = p.now()
 	log = log.With("attempt", tx.Attempts)
@@ -1030,7 +1027,7 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 		// has its result now, not at the next run.
 		tx.Attempts--
 		log.Info("storage commitment report cut by the run's end before the PACS answered; left for the next run", "within", within.String())
-		return release()
+		return leave(now)
 	case rerr == nil:
 		tx.ReportedAt, tx.SameAssociation, tx.LastError = now, delivery.SameAssociation, ""
 		log.Info("storage commitment reported", "same_association", delivery.SameAssociation)
