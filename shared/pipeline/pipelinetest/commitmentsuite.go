@@ -233,6 +233,33 @@ func toReport(t *testing.T, f *Fakes, s pipeline.CommitmentStore, n int) pipelin
 	return stored
 }
 
+// holdFirstReport holds the first report f's Reporter makes (a hung PACS) until release is closed or its context
+// ends, entered closed once it is under way; the later ones (a second worker's) are answered at once. calls counts
+// them all.
+func holdFirstReport(f *Fakes) (entered, release chan struct{}, calls *atomic.Int32) {
+	entered, release, calls = make(chan struct{}), make(chan struct{}), new(atomic.Int32)
+	f.Reporter.Hold = func(ctx context.Context, _ pipeline.CommitmentReport) error {
+		if calls.Add(1) > 1 {
+			return nil
+		}
+		close(entered)
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return entered, release, calls
+}
+
+// suiteWorker is a worker of f's on the store s whose clock stands at now.
+func suiteWorker(f *Fakes, s pipeline.CommitmentStore, now time.Time) *pipeline.Pipeline {
+	p := f.Pipeline()
+	p.Commitments, p.Now = s, func() time.Time { return now }
+	return p
+}
+
 // testPeerLease: a requesting AE is leased to one holder at a time, until its lease ends or its holder releases it;
 // its holder takes it again (moving its end); AE titles are apart, compared exactly; of holders racing for it, one
 // has it.
@@ -302,25 +329,8 @@ func testOneDeliveryPerAE(t *testing.T, s pipeline.CommitmentStore) {
 	ctx := context.Background()
 	f := New()
 	first, second := toReport(t, f, s, 1), toReport(t, f, s, 2)
-	entered, release := make(chan struct{}), make(chan struct{})
-	var calls atomic.Int32
-	f.Reporter.Hold = func(ctx context.Context, _ pipeline.CommitmentReport) error {
-		if calls.Add(1) > 1 {
-			return nil
-		}
-		close(entered)
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	worker := func(now time.Time) *pipeline.Pipeline {
-		p := f.Pipeline()
-		p.Commitments, p.Now = s, func() time.Time { return now }
-		return p
-	}
+	entered, release, calls := holdFirstReport(f)
+	worker := func(now time.Time) *pipeline.Pipeline { return suiteWorker(f, s, now) }
 	// The first worker finds the first transaction alone (the second is not yet due).
 	next := second
 	next.NextAttempt = T0.Add(time.Second)
@@ -378,26 +388,9 @@ func testReportedOnce(t *testing.T, s pipeline.CommitmentStore, runFor time.Dura
 	ctx := context.Background()
 	f := New()
 	tx := toReport(t, f, s, 1)
-	entered, release := make(chan struct{}), make(chan struct{})
-	var calls atomic.Int32
 	f.Reporter.Bound = 5 * time.Minute // a Reporter whose deadlines come to 5 minutes
-	f.Reporter.Hold = func(ctx context.Context, _ pipeline.CommitmentReport) error {
-		if calls.Add(1) > 1 {
-			return nil // a second worker's report, answered at once
-		}
-		close(entered)
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	worker := func(now time.Time) *pipeline.Pipeline {
-		p := f.Pipeline()
-		p.Commitments, p.Now = s, func() time.Time { return now }
-		return p
-	}
+	entered, release, calls := holdFirstReport(f)
+	worker := func(now time.Time) *pipeline.Pipeline { return suiteWorker(f, s, now) }
 	type outcome struct {
 		n   int
 		err error
