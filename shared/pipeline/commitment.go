@@ -181,6 +181,11 @@ type CommitmentTransaction struct {
 	State     CommitmentState `json:"state"`
 	// NextAttempt is when the transaction is due again (evaluation, report, or a lease's end).
 	NextAttempt time.Time `json:"nextAttempt"`
+	// Leased: NextAttempt is the end of a worker's lease of the transaction (advance, evaluateCommitment), not a time
+	// it falls due by schedule (a poll, a retry's backoff, a delivery left to the next run). Set and cleared by lease
+	// and dueAt alone. A store that knows every worker gone (local mode's database, under its data directory's lock,
+	// at start) ends such leases at once (ReleasedLease). A transaction written before it has none.
+	Leased bool `json:"leased,omitempty"`
 	// ReportDeadline is when delivery is given up; set with the result.
 	ReportDeadline time.Time `json:"reportDeadline,omitempty"`
 	ResultKey      string    `json:"resultKey,omitempty"`
@@ -220,6 +225,24 @@ func CommitmentID(transactionUID string) string { return digest("commitment", tr
 // Done reports whether nothing more will happen to the transaction.
 func (tx CommitmentTransaction) Done() bool {
 	return tx.State == CommitmentReported || tx.State == CommitmentUndeliverable
+}
+
+// lease holds tx for the worker writing it until until (Leased).
+func (tx *CommitmentTransaction) lease(until time.Time) { tx.NextAttempt, tx.Leased = until, true }
+
+// dueAt schedules tx at at, held by no worker (Leased).
+func (tx *CommitmentTransaction) dueAt(at time.Time) { tx.NextAttempt, tx.Leased = at, false }
+
+// ReleasedLease returns tx with the lease a worker holds it by (Leased) ended at now, due then, and whether it had
+// one still in force; a transaction done, or due by schedule, is returned as it is. Only for a store that knows
+// the worker holding it gone (local mode's start, under the data directory's lock): another would report the
+// transaction while that worker still may.
+func (tx CommitmentTransaction) ReleasedLease(now time.Time) (CommitmentTransaction, bool) {
+	if tx.Done() || !tx.Leased || !tx.NextAttempt.After(now) {
+		return tx, false
+	}
+	tx.dueAt(now)
+	return tx, true
 }
 
 // CommitmentStore keeps transaction states. pipelinetest.RunCommitmentStore checks an implementation.
@@ -603,7 +626,7 @@ func (p *Pipeline) advance(ctx context.Context, a *announcer, id string) (bool, 
 	if tx.Done() || tx.NextAttempt.After(now) || runLeft(ctx) <= 0 {
 		return false, nil // the run's end too near to record a step: left due for the next run
 	}
-	tx.NextAttempt = now.Add(commitmentLease(ctx, p.Reporter))
+	tx.lease(now.Add(commitmentLease(ctx, p.Reporter)))
 	if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
 		if errors.Is(err, ErrConditionFailed) {
 			return false, nil // another worker has it
@@ -678,7 +701,7 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 		if now.Sub(tx.ReceivedAt) > 30*time.Second {
 			poll = commitmentSlowPoll
 		}
-		tx.NextAttempt = minTime(now.Add(poll), tx.WaitUntil)
+		tx.dueAt(minTime(now.Add(poll), tx.WaitUntil))
 		tx, err = p.Commitments.UpdateCommitment(ctx, tx)
 		if err != nil {
 			return tx, fmt.Errorf("pipeline: commitment: %w", err)
@@ -716,7 +739,8 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 	tx.Committed, tx.Failed = len(res.Committed), len(res.Failed)
 	// Reporting, still leased to this worker, which reports it next (advance): due at once, another worker would
 	// take it and report it too.
-	tx.State, tx.NextAttempt, tx.ReportDeadline, tx.Attempts = CommitmentReporting, now.Add(commitmentLease(ctx, p.Reporter)), now.Add(p.commitmentReportFor()), 0
+	tx.State, tx.ReportDeadline, tx.Attempts = CommitmentReporting, now.Add(p.commitmentReportFor()), 0
+	tx.lease(now.Add(commitmentLease(ctx, p.Reporter)))
 	if err := p.auditCommitment(ctx, commitmentEvaluated, tx, &doc); err != nil {
 		return tx, err
 	}
@@ -984,7 +1008,7 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	// leave leaves the transaction undelivered, no attempt counted, due at: the lease ends then, written while the
 	// margin lasts.
 	leave := func(at time.Time) (bool, error) {
-		tx.NextAttempt = at
+		tx.dueAt(at)
 		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil && !errors.Is(err, ErrConditionFailed) {
 			return false, fmt.Errorf("pipeline: commitment: %w", err)
 		}
@@ -1052,7 +1076,7 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	default:
 		tx.LastError = lastError(rerr.Error())
 		// The last attempt comes at the deadline, not a backoff past it.
-		tx.NextAttempt = minTime(now.Add(reportBackoff(tx.Attempts)), tx.ReportDeadline)
+		tx.dueAt(minTime(now.Add(reportBackoff(tx.Attempts)), tx.ReportDeadline))
 		log.Warn("storage commitment report failed; will retry", "err", tx.LastError, "next_attempt", tx.NextAttempt)
 		if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
 			return false, fmt.Errorf("pipeline: commitment: %w", err)
