@@ -184,6 +184,9 @@ func (c *CommitmentStore) ReleaseCommitmentPeer(ctx context.Context, ae, holder 
 	})
 }
 
+// ReleaseLeases is a stub.
+func (c *CommitmentStore) ReleaseLeases(ctx context.Context, now time.Time) (int, error) { return 0, nil }
+
 // StudyCommitments returns the transactions that committed instances of a
 // study, newest first (the portal's commitment state per study).
 func (c *CommitmentStore) StudyCommitments(ctx context.Context, studyUID string) ([]pipeline.CommitmentTransaction, error) {

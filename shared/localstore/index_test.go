@@ -44,6 +44,16 @@ func TestCommitmentConformance(t *testing.T) {
 	pipelinetest.RunCommitmentStore(t, func(t *testing.T) pipeline.CommitmentStore { return openTest(t).CommitmentStore() })
 }
 
+// TestCommitmentRestart: local mode's start releases the leases a run it outlived held (ReleaseLeases), on
+// SQLite. Found by review: after a SIGKILL, the killed run's transaction waited out its lease (192 s, 222 s with a
+// tls:// peer), and its requesting AE's, though the data directory's lock proves no other worker alive.
+func TestCommitmentRestart(t *testing.T) {
+	pipelinetest.RunCommitmentRestart(t, func(t *testing.T) (pipeline.CommitmentStore, pipelinetest.ReleaseLeases) {
+		s := openTest(t).CommitmentStore()
+		return s, s.ReleaseLeases
+	})
+}
+
 // TestCommitmentAtScale runs the largest request through SQLite's transactions and audit trail. Every study of
 // its committed instances finds the transaction (StudyCommitments, the portal's study page), though it names the
 // first pipeline.MaxListedStudies: before, a study past them found none, and its page said nothing of the

@@ -218,6 +218,13 @@ func toReport(t *testing.T, f *Fakes, s pipeline.CommitmentStore, n int) pipelin
 	t.Helper()
 	tx := Transaction(n)
 	tx.WaitUntil = T0
+	return withRequest(t, f, s, tx)
+}
+
+// withRequest creates tx in s, with its request in f's objects: one instance, never sent, which fails 0112 once tx's
+// WaitUntil has come.
+func withRequest(t *testing.T, f *Fakes, s pipeline.CommitmentStore, tx pipeline.CommitmentTransaction) pipeline.CommitmentTransaction {
+	t.Helper()
 	req := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE,
 		CalledAE: tx.CalledAE, AssociationID: tx.AssociationID, MessageID: tx.MessageID, ReceivedAt: T0,
 		Refs: []commitment.Ref{{SOPClassUID: CTStorage, SOPInstanceUID: suiteRoot + "9.99"}}}
