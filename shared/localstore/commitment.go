@@ -184,8 +184,37 @@ func (c *CommitmentStore) ReleaseCommitmentPeer(ctx context.Context, ae, holder 
 	})
 }
 
-// ReleaseLeases is a stub.
-func (c *CommitmentStore) ReleaseLeases(ctx context.Context, now time.Time) (int, error) { return 0, nil }
+// ReleaseLeases ends, at now, every lease a worker of the database held: the transactions leased
+// (pipeline.CommitmentTransaction.ReleasedLease) are due at once, the requesting AEs' leases
+// (LeaseCommitmentPeer) gone. It returns how many transactions it made due. Only for the database's sole user at
+// its start, before its first run: local mode, under the data directory's lock (local.open), whose holder is the
+// one process that may run a worker on it, so a lease found is a run's that ended (killed, stopped
+// mid-delivery) and no worker may still report under it. A transaction due by schedule (a retry's backoff, a poll)
+// keeps its time.
+func (c *CommitmentStore) ReleaseLeases(ctx context.Context, now time.Time) (int, error) {
+	leased, err := c.list(ctx, `SELECT record FROM commitments WHERE state IN ('pending', 'reporting') AND next_attempt > ?`, unixNano(now))
+	if err != nil {
+		return 0, fmt.Errorf("localstore: release commitment leases: %w", err)
+	}
+	n := 0
+	for _, tx := range leased {
+		tx, ok := tx.ReleasedLease(now)
+		if !ok {
+			continue
+		}
+		if _, err := c.UpdateCommitment(ctx, tx); err != nil {
+			return n, fmt.Errorf("localstore: release commitment leases: %w", err)
+		}
+		n++
+	}
+	err = c.b.write(ctx, func(t *querier) error {
+		if _, err := t.ExecContext(ctx, `DELETE FROM commitment_peer_leases`); err != nil {
+			return fmt.Errorf("localstore: release commitment peer leases: %w", err)
+		}
+		return nil
+	})
+	return n, err
+}
 
 // StudyCommitments returns the transactions that committed instances of a
 // study, newest first (the portal's commitment state per study).

@@ -318,6 +318,14 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 	if db, err = localstore.Open(ctx, filepath.Join(cfg.DataDir, DBFile), append(cfg.dbOptions, localstore.WithLogger(log))...); err != nil {
 		return nil, err
 	}
+	// The lock makes this process the one worker of the data directory: a Storage Commitment lease found is a run's
+	// it outlived (killed, or stopped mid-delivery), under which nothing reports any more, so its transaction is
+	// reported at once rather than after the lease (docs/local-mode.md).
+	if n, err := db.CommitmentStore().ReleaseLeases(ctx, time.Now()); err != nil {
+		return nil, err
+	} else if n > 0 {
+		log.Info("storage commitment transactions of the previous run released", "transactions", n)
+	}
 	back := &handedBack{log: log, names: cfg.Names, at: time.Now()}
 	inner, err := cfg.ObjectStore(objDir, back.add)
 	if err != nil {
