@@ -253,7 +253,8 @@ func TestProseFacts(t *testing.T) {
 			"delivery cut, its A-ABORT (and any PDU written once the exchange was cut) is written within " + durations.Prose(dicomnet.TeardownWriteTimeout) + ", and ARTIM's " + durations.Prose(commitreport.ARTIMTimeout) + " follow: both, and the write of how it went, fall within the " + writeMargin + ".",
 			"invocation too, whose " + fnTimeout + " timeout is shorter: cut " + writeMargin + " before that (" + durations.Prose(time.Duration(config.CommitmentTimeoutSeconds)*time.Second-pipeline.CommitmentWriteMargin) + " at most,",
 			"(up to " + reportParallel + " AEs are reported to at once)",
-			"after the invocation that took it, " + awsLease + " at most, and the schedule runs every minute; in local mode it is " + lease(localPlain) + ", or " + lease(localTLS) + " with a `tls://` peer:",
+			"after the invocation that took it, " + awsLease + " at most, and the schedule runs every minute); in local mode at once by the",
+			"gone; they were waited out, " + lease(localPlain) + ", or " + lease(localTLS) + " with a `tls://`",
 			"if it is still open and the requestor answers within " + answer + ",",
 			// The N-ACTION's bounds (3.2.4.2) and the Error Comment's (dimse).
 			"the Action Information exceeds " + mib(dicomnet.MaxActionInformation) + ", " + thousands(commitment.MaxRefs) + " referenced instances",
@@ -267,6 +268,8 @@ func TestProseFacts(t *testing.T) {
 			"fewer than " + rsaBits + "`",
 		}},
 		{"local-mode.md", []string{
+			// A killed run's leases, released by the next start.
+			"where it waited them out, " + lease(localPlain) + " or " + lease(localTLS) + ", before",
 			"a deflated data set " + inflate + " stored",
 			"modality (also one the study record did not keep, of a study with more than " + modalities + ":",
 		}},
@@ -283,6 +286,7 @@ func TestProseFacts(t *testing.T) {
 			"`…_connections_shed_total{reason}` (`" + strings.Join(shed, "`, `") + "`)",
 		}},
 		{"pipeline.md", []string{
+			"(a restart after a kill waited " + lease(localPlain) + ", or " + lease(localTLS) + " with a `tls://`",
 			"A failed delivery is retried after " + firstRetry + ", doubling to " + maxRetry + ",",
 			"a deflated data set " + inflate + " stored",
 			"or one out of tag order after " + thousands(dataset.MaxTagsHeld) + " elements or more of the data set and the items it is in",
