@@ -289,7 +289,11 @@ func dcmtkPNG(t *testing.T, dcmj2pnm, dir, name string, obj []byte, args []strin
 // counted against the reader's limits), walked with their values skipped
 // where not. 4,001 frames of a 2 KiB item each (a vendor's private data
 // per frame) cost the preview one small read an item, its header's
-// (about 2 MiB of the 8 MiB), never the items' values.
+// (about 2 MiB of the 8 MiB), never the items' values. With defined
+// lengths, the Frame VOI LUT Sequence at the end of each other frame's
+// item is not read at all (but where the header's read-ahead reached it
+// before the sequence began): the bytes and reads alone did not tell a
+// skip from a walk, each one read an item.
 func TestRenderKeepsOneFramesItem(t *testing.T) {
 	const frames = 4001
 	items := make([][]pipelinetest.Elem, frames)
@@ -308,7 +312,21 @@ func TestRenderKeepsOneFramesItem(t *testing.T) {
 		t.Run(fmt.Sprintf("undefined lengths %v", undefined), func(t *testing.T) {
 			e.undefined = undefined
 			b := e.object()
-			at := &countingAt{r: bytes.NewReader(b)}
+			at := &watchedAt{countingAt: countingAt{r: bytes.NewReader(b)}, touched: map[int]bool{}}
+			// The other frames' Window Center, 5000, in its item (Explicit
+			// VR Little Endian).
+			others := []byte("\x28\x00\x50\x10DS\x04\x005000")
+			for off := 0; ; {
+				i := bytes.Index(b[off:], others)
+				if i < 0 {
+					break
+				}
+				at.watch = append(at.watch, [2]int64{int64(off + i), int64(off + i + len(others))})
+				off += i + len(others)
+			}
+			if len(at.watch) != frames-1 {
+				t.Fatalf("%d other frames' Window Centers found, want %d", len(at.watch), frames-1)
+			}
 			out := renderAs(t, at, int64(len(b)), "")
 			if g := grey(decodePNG(t, out).At(0, 0)); g != 128 {
 				t.Errorf("grey level %d, want the middle frame's window's 128 (another frame's: 0)", g)
@@ -316,8 +334,28 @@ func TestRenderKeepsOneFramesItem(t *testing.T) {
 			if read, most := at.bytes.Load(), int64(frames*600+(256<<10)); read > most {
 				t.Errorf("read %d bytes of a %d byte object in %d reads, want at most %d", read, len(b), at.reads.Load(), most)
 			}
+			if n := len(at.touched); !undefined && n > 2 {
+				t.Errorf("the Frame VOI LUT Sequences of %d other frames' items read, want them skipped unread", n)
+			}
 		})
 	}
+}
+
+// watchedAt is countingAt that notes which of the spans watch (start,
+// end) a read overlaps.
+type watchedAt struct {
+	countingAt
+	watch   [][2]int64
+	touched map[int]bool
+}
+
+func (w *watchedAt) ReadAt(p []byte, off int64) (int, error) {
+	for i, s := range w.watch {
+		if off < s[1] && off+int64(len(p)) > s[0] {
+			w.touched[i] = true
+		}
+	}
+	return w.countingAt.ReadAt(p, off)
 }
 
 // wantRow renders obj and fails t unless the first row of its preview
