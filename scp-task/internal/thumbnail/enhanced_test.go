@@ -341,6 +341,40 @@ func TestRenderKeepsOneFramesItem(t *testing.T) {
 	}
 }
 
+// TestRenderEnhancedHeaderReads: an enhanced CT's Per-Frame Functional
+// Groups items are small (a few hundred bytes a frame: Frame Content,
+// Plane Position, Frame VOI LUT, Pixel Value Transformation), so skipping
+// the other frames' items (or walking them) moves on a few hundred bytes
+// at a time: the header is read in chunks that grow, as one without
+// skips is, a few reads for 4,000 frames. The range reader started over
+// at its first chunk (512 bytes) after every skip past what it held,
+// however short: 1,336 reads of 512 bytes with the items skipped
+// (SkipItem), where walking them had made fewer.
+func TestRenderEnhancedHeaderReads(t *testing.T) {
+	const frames = 4000
+	items := make([][]pipelinetest.Elem, frames)
+	e := enhanced{ts: tsExplicitLE, bits: ctBits, perFrame: items, frames: make([][]uint32, frames)}
+	for i := range items {
+		items[i] = []pipelinetest.Elem{
+			pipelinetest.Seq(tag(0x0020, 0x9111), false, []pipelinetest.Elem{pipelinetest.U16(tag(0x0020, 0x9057), uint16(i))}),
+			pipelinetest.Seq(tag(0x0020, 0x9113), false, []pipelinetest.Elem{pipelinetest.Str(tag(0x0020, 0x0032), "DS", `-125.000\-125.000\-300.500`)}),
+			windowVOI("40", "400"), transform("-1024", "1"),
+		}
+		e.frames[i] = []uint32{uint32(i)}
+	}
+	for _, undefined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("undefined lengths %v", undefined), func(t *testing.T) {
+			e.undefined = undefined
+			b := e.object()
+			at := &countingAt{r: bytes.NewReader(b)}
+			renderAs(t, at, int64(len(b)), "")
+			if reads, most := at.reads.Load(), int64(32); reads > most {
+				t.Errorf("%d reads (%d bytes) of a %d byte object, want at most %d", reads, at.bytes.Load(), len(b), most)
+			}
+		})
+	}
+}
+
 // watchedAt is countingAt that notes which of the spans watch (start,
 // end) a read overlaps.
 type watchedAt struct {
