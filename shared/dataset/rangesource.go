@@ -17,9 +17,13 @@ type RangeOptions struct {
 	// Max bounds the growth: each read doubles the next one up to Max
 	// (a read is larger only when a Peek asks for more).
 	Max int
-	// ResetOnSkip starts over at First after a Discard past what is held:
-	// what follows a skipped value is often a small header (an item's
-	// 8 bytes between fragments), not more of a large one.
+	// ResetOnSkip starts over at First after a Discard First bytes or
+	// more past what is held: what follows a skipped value is often a
+	// small header (an item's 8 bytes between fragments), not more of a
+	// large one. A skip that lands closer is of small values among small
+	// elements (a header's, or items skipped one by one: a multi-frame
+	// object's Per-Frame Functional Groups), read on as if nothing was
+	// skipped.
 	ResetOnSkip bool
 	// KeepBehind keeps the last KeepBehind bytes before the read position
 	// held (Held), and reads them again with what follows a Discard past
@@ -160,9 +164,10 @@ func (s *RangeSource) Discard(n int) (int, error) {
 		s.off += n
 		return n, nil
 	}
+	beyond := n - (len(s.buf) - s.off) // the bytes skipped that are not held
 	s.at, s.buf, s.off = pos+int64(n), s.buf[:0], 0
 	s.behind = min(s.opt.KeepBehind, n)
-	if s.opt.ResetOnSkip {
+	if s.opt.ResetOnSkip && beyond >= s.opt.First {
 		s.chunk = s.opt.First
 	}
 	return n, nil

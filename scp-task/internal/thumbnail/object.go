@@ -49,8 +49,9 @@ var errInflateLimit = fmt.Errorf("deflated data set longer than %d bytes before 
 
 // The header is read in chunks of firstChunk doubling to maxChunk; a
 // value skipped beyond them is moved past without reading it, and the
-// chunk starts small again after it: past pixel data or between
-// fragments, the next thing read is an 8-byte header.
+// chunk starts small again after it where it lands firstChunk or more
+// past them: past pixel data or between fragments, the next thing read is
+// an 8-byte header (dataset.RangeOptions.ResetOnSkip).
 const (
 	firstChunk = 512
 	maxChunk   = 256 << 10
