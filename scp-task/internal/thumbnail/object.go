@@ -188,7 +188,7 @@ func (o *object) macro(m int) *attrSet {
 // order, says which one that is.
 type perFrame struct {
 	seen  bool
-	want  uint64 // the item kept, from 0: Number of Frames / 2
+	want  uint64 // the item kept, from 0: shown(Number of Frames)
 	items uint64 // the items met
 	// early: it came before Number of Frames (out of tag order), which
 	// then does not say which item to keep.
@@ -320,7 +320,7 @@ func (o *object) perFrameBegun() {
 		o.perFrame.early = true
 	}
 	if n, err := o.frames(); err == nil {
-		o.perFrame.want = n / 2
+		o.perFrame.want = shown(n)
 	}
 }
 
@@ -534,6 +534,11 @@ func (o *object) frames() (uint64, error) {
 	}
 	return n, nil
 }
+
+// shown is the frame the preview draws of an object of frames frames
+// (from 0): the middle one. The pixels read and the Per-Frame Functional
+// Groups item kept for them are the same frame's by it.
+func shown(frames uint64) uint64 { return frames / 2 }
 
 // nativeLayout is the layout of native pixel data.
 type nativeLayout struct {

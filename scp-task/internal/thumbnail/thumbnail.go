@@ -299,7 +299,7 @@ func Render(r io.ReaderAt, size int64, edge int) (png []byte, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
 	}
-	data, err := o.jpegFrame(frames, frames/2)
+	data, err := o.jpegFrame(frames, shown(frames))
 	if err != nil {
 		return nil, err
 	}
@@ -554,7 +554,7 @@ func native(o *object, l nativeLayout) (image.Image, error) {
 			return nil, err
 		}
 	}
-	raw, err := o.nativeFrame(l, l.frames/2)
+	raw, err := o.nativeFrame(l, shown(l.frames))
 	if err != nil {
 		return nil, err
 	}
