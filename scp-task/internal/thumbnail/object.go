@@ -356,16 +356,17 @@ func (o *object) itemBegun(path []step) {
 		return
 	}
 	if len(path) == 2 && path[1].item == 1 {
-		if set := o.macroAt(path); set != nil {
+		if set, _ := o.macroAt(path); set != nil {
 			set.present = true
 		}
 	}
 }
 
-// macroAt is the macro whose item path (at least 2 steps) is in or under:
-// the first item of a macro's sequence in the Shared Functional Groups
-// item or in the frame's Per-Frame one; nil elsewhere.
-func (o *object) macroAt(path []step) *attrSet {
+// macroAt is the macro whose item path (at least 2 steps) is in or under,
+// where its attributes are kept and which one (macroSeqs): the first item
+// of a macro's sequence in the Shared Functional Groups item or in the
+// frame's Per-Frame one; nil elsewhere.
+func (o *object) macroAt(path []step) (*attrSet, int) {
 	var groups *[macros]attrSet
 	switch {
 	case path[0].seq == tagSharedFunctionalGroups && path[0].item == 1:
@@ -373,14 +374,14 @@ func (o *object) macroAt(path []step) *attrSet {
 	case path[0].seq == tagPerFrameFunctionalGroups && path[0].item > 0 && uint64(path[0].item-1) == o.perFrame.want:
 		groups = &o.frame
 	default:
-		return nil
+		return nil, 0
 	}
 	for m, ms := range macroSeqs {
 		if path[1].seq == ms.seq && path[1].item == 1 {
-			return &groups[m]
+			return &groups[m], m
 		}
 	}
-	return nil
+	return nil, 0
 }
 
 // keepNested keeps e, an element inside a sequence (path, e's own not
@@ -393,14 +394,11 @@ func (o *object) keepNested(path []step, e dataset.Element) {
 	case len(path) == 1 && path[0].item == 1:
 		o.keepLUT(&o.top, path[0].seq, e)
 	case len(path) >= 2:
-		set := o.macroAt(path)
+		set, m := o.macroAt(path)
 		if set == nil {
 			return
 		}
-		ms := macroSeqs[pixelValueTransformation]
-		if path[1].seq == tagFrameVOILUT {
-			ms = macroSeqs[frameVOILUT]
-		}
+		ms := macroSeqs[m]
 		switch {
 		case len(path) == 2 && slices.Contains(ms.attrs, e.Tag):
 			o.keepAttr(set, e)
