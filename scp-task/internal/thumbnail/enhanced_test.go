@@ -282,6 +282,17 @@ func dcmtkPNG(t *testing.T, dcmj2pnm, dir, name string, obj []byte, args []strin
 	return b
 }
 
+// manyFrames is an enhanced CT of frames frames of one pixel each, the
+// value of frame i i, and item(i) its Per-Frame Functional Groups item.
+func manyFrames(frames int, item func(i int) []pipelinetest.Elem) enhanced {
+	e := enhanced{ts: tsExplicitLE, bits: ctBits, perFrame: make([][]pipelinetest.Elem, frames), frames: make([][]uint32, frames)}
+	for i := range frames {
+		e.perFrame[i] = item(i)
+		e.frames[i] = []uint32{uint32(i)}
+	}
+	return e
+}
+
 // TestRenderKeepsOneFramesItem: of an enhanced object's Per-Frame
 // Functional Groups items, one a frame, the renderer keeps the middle
 // frame's alone, whatever the frames: the others are skipped unread where
@@ -296,17 +307,14 @@ func dcmtkPNG(t *testing.T, dcmj2pnm, dir, name string, obj []byte, args []strin
 // skip from a walk, each one read an item.
 func TestRenderKeepsOneFramesItem(t *testing.T) {
 	const frames = 4001
-	items := make([][]pipelinetest.Elem, frames)
-	e := enhanced{ts: tsExplicitLE, bits: ctBits, perFrame: items, frames: make([][]uint32, frames)}
-	for i := range items {
-		items[i] = []pipelinetest.Elem{
+	e := manyFrames(frames, func(i int) []pipelinetest.Elem {
+		return []pipelinetest.Elem{
 			pipelinetest.Str(tag(0x0029, 0x0010), "LO", "VENDOR"),
 			pipelinetest.Raw(tag(0x0029, 0x1010), "OB", bytes.Repeat([]byte{byte(i)}, 2048)),
 			windowVOI("5000", "10"),
 		}
-		e.frames[i] = []uint32{uint32(i)} // one pixel a frame
-	}
-	items[frames/2][2] = windowVOI("-524", "800")
+	})
+	e.perFrame[frames/2][2] = windowVOI("-524", "800")
 	e.frames[frames/2] = []uint32{0xFDF4} // -524: the middle of its frame's window
 	for _, undefined := range []bool{false, true} {
 		t.Run(fmt.Sprintf("undefined lengths %v", undefined), func(t *testing.T) {
@@ -351,17 +359,13 @@ func TestRenderKeepsOneFramesItem(t *testing.T) {
 // however short: 1,336 reads of 512 bytes with the items skipped
 // (SkipItem), where walking them had made fewer.
 func TestRenderEnhancedHeaderReads(t *testing.T) {
-	const frames = 4000
-	items := make([][]pipelinetest.Elem, frames)
-	e := enhanced{ts: tsExplicitLE, bits: ctBits, perFrame: items, frames: make([][]uint32, frames)}
-	for i := range items {
-		items[i] = []pipelinetest.Elem{
+	e := manyFrames(4000, func(i int) []pipelinetest.Elem {
+		return []pipelinetest.Elem{
 			pipelinetest.Seq(tag(0x0020, 0x9111), false, []pipelinetest.Elem{pipelinetest.U16(tag(0x0020, 0x9057), uint16(i))}),
 			pipelinetest.Seq(tag(0x0020, 0x9113), false, []pipelinetest.Elem{pipelinetest.Str(tag(0x0020, 0x0032), "DS", `-125.000\-125.000\-300.500`)}),
 			windowVOI("40", "400"), transform("-1024", "1"),
 		}
-		e.frames[i] = []uint32{uint32(i)}
-	}
+	})
 	for _, undefined := range []bool{false, true} {
 		t.Run(fmt.Sprintf("undefined lengths %v", undefined), func(t *testing.T) {
 			e.undefined = undefined
