@@ -3,6 +3,7 @@ package auditfeed_test
 import (
 	"context"
 	"crypto/elliptic"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -217,5 +218,75 @@ func TestTLSConfigCA(t *testing.T) {
 	// A client certificate's error is not the CA's.
 	if _, err := auditfeed.TLSConfig("collector.example", ca.PEM, []byte("x"), key); err == nil || errors.Is(err, auditfeed.ErrCA) {
 		t.Errorf("TLSConfig with a bad client certificate = %v, want an error other than ErrCA", err)
+	}
+}
+
+// TestCollectorRefusedCertificateIsAFailedHandshake: a collector that refuses our client certificate (rotated on its
+// side: it now wants one of another CA) fails the batch with ErrHandshake, by which the auditfeed function reads its
+// secrets again, under TLS 1.2 and 1.3 and whatever the batch's size. Under TLS 1.3 the refusal comes after our side
+// of the handshake, and the connection it closes cut our writes short (broken pipe, reset) before the batch's end
+// was read: the error was the write's alone, no ErrHandshake, and a rotation waited for the secrets' 15 minutes. A
+// collector that resets the connection with no alert is no failed handshake.
+func TestCollectorRefusedCertificateIsAFailedHandshake(t *testing.T) {
+	serverCA, wantedCA, ourCA := testpki.NewCA(t, "collector CA"), testpki.NewCA(t, "wanted client CA"), testpki.NewCA(t, "our client CA")
+	server := serverCA.Server(t, testpki.Options{CommonName: "collector", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	ours := ourCA.Client(t, testpki.Options{CommonName: "feeder"})
+	cfg, err := auditfeed.TLSConfig("127.0.0.1", serverCA.PEM, ours.CertPEM, ours.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		version  uint16
+		refuse   bool // false: the handshake succeeds, then the collector resets the connection
+		messages int
+	}{
+		{"TLS 1.2, one message", tls.VersionTLS12, true, 1},
+		{"TLS 1.2, a large batch", tls.VersionTLS12, true, 2000},
+		{"TLS 1.3, one message", tls.VersionTLS13, true, 1},
+		{"TLS 1.3, a batch", tls.VersionTLS13, true, 100},
+		{"TLS 1.3, a large batch", tls.VersionTLS13, true, 2000},
+		{"TLS 1.3, reset after the handshake", tls.VersionTLS13, false, 2000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sc := &tls.Config{Certificates: []tls.Certificate{server.TLS()}, MaxVersion: tt.version,
+				ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: wantedCA.Pool()}
+			if !tt.refuse {
+				sc.ClientCAs = ourCA.Pool()
+			}
+			l, err := tls.Listen("tcp", "127.0.0.1:0", sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = l.Close() })
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						tc := c.(*tls.Conn)
+						if err := tc.Handshake(); err == nil {
+							// Taken: reset at once, no alert (SO_LINGER 0).
+							_ = tc.NetConn().(*net.TCPConn).SetLinger(0)
+						}
+						_ = c.Close()
+					}()
+				}
+			}()
+			msgs := make([][]byte, tt.messages)
+			for i := range msgs {
+				msgs[i] = message(t, i)
+			}
+			c := &auditfeed.Collector{Addr: l.Addr().String(), TLS: cfg, Timeout: 5 * time.Second}
+			// The writes race the collector's close: each try is one outcome of the race.
+			for range 10 {
+				err := c.Send(context.Background(), msgs)
+				if err == nil || errors.Is(err, auditfeed.ErrHandshake) != tt.refuse {
+					t.Fatalf("Send = %v; want a failure, ErrHandshake %v", err, tt.refuse)
+				}
+			}
+		})
 	}
 }
