@@ -189,36 +189,52 @@ func (c *Collector) Send(ctx context.Context, msgs [][]byte) error {
 	w := bufio.NewWriterSize(conn, 64<<10)
 	for _, m := range msgs {
 		if _, err := w.Write(Frame(m)); err != nil {
-			return fmt.Errorf("auditfeed: send to %s: %w", c.Addr, err)
+			return fmt.Errorf("auditfeed: send to %s: %w", c.Addr, refusal(conn, err))
 		}
 	}
 	if err := w.Flush(); err != nil {
-		return fmt.Errorf("auditfeed: send to %s: %w", c.Addr, err)
+		return fmt.Errorf("auditfeed: send to %s: %w", c.Addr, refusal(conn, err))
 	}
 	// tls.Conn.CloseWrite sends only the close_notify; the TCP half-close
 	// (our FIN) is the socket's.
 	if err := conn.CloseWrite(); err != nil {
-		return fmt.Errorf("auditfeed: close to %s: %w", c.Addr, err)
+		return fmt.Errorf("auditfeed: close to %s: %w", c.Addr, refusal(conn, err))
 	}
 	tcp, ok := conn.NetConn().(*net.TCPConn)
 	if !ok {
 		return fmt.Errorf("auditfeed: %s: not a TCP connection (%T)", c.Addr, conn.NetConn())
 	}
 	if err := tcp.CloseWrite(); err != nil {
-		return fmt.Errorf("auditfeed: close to %s: %w", c.Addr, err)
+		return fmt.Errorf("auditfeed: close to %s: %w", c.Addr, refusal(conn, err))
 	}
 	// Whatever the collector says before closing is ignored; a clean end
 	// of stream, then a clean close, confirm the batch.
 	if _, err := io.Copy(io.Discard, conn); err != nil {
-		if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "remote error" {
-			// The collector's TLS alert, under TLS 1.3 after our side of the handshake was done: it refused our
-			// client certificate (or wanted one), a failed handshake all the same.
-			return fmt.Errorf("auditfeed: %s did not confirm the batch: %w: %w", c.Addr, ErrHandshake, err)
-		}
-		return fmt.Errorf("auditfeed: %s did not confirm the batch: %w", c.Addr, err)
+		return fmt.Errorf("auditfeed: %s did not confirm the batch: %w", c.Addr, refusal(conn, err))
 	}
 	if err := confirmClosed(ctx, tcp, deadline); err != nil {
 		return fmt.Errorf("auditfeed: %s did not confirm the batch: %w", c.Addr, err)
 	}
 	return nil
+}
+
+// refusal is err, a batch's failure after our side of the handshake, as a failed handshake (ErrHandshake) when the
+// collector's TLS alert caused it. Under TLS 1.3 the collector checks our client certificate after our side of the
+// handshake is done: its refusal (an alert, then its close) comes while we write, and the connection it closed
+// breaks our writes (broken pipe, reset) before we read. The alert is then still in the socket, ahead of the reset:
+// read it (the connection is broken, so the read ends at once, or at the batch's deadline, which bounds it).
+func refusal(conn *tls.Conn, err error) error {
+	if isAlert(err) {
+		return fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	if _, rerr := io.Copy(io.Discard, conn); isAlert(rerr) {
+		return fmt.Errorf("%w: %w (%w)", ErrHandshake, rerr, err)
+	}
+	return err
+}
+
+// isAlert: err is the collector's TLS alert (crypto/tls reports it as a net.OpError of Op "remote error").
+func isAlert(err error) bool {
+	oe, ok := errors.AsType[*net.OpError](err)
+	return ok && oe.Op == "remote error"
 }
