@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -169,5 +170,56 @@ func TestUnusableSecretsBackOff(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSecretsNotReadAgainKeepTheLastGood: secrets read again (after a failed handshake, or 15 minutes on) that cannot
+// be read now (Secrets Manager out of reach, a grant removed) dropped the configuration that worked: every batch
+// failed for the backoff window, where the function, warm, read at cold start only, had delivered. By the rule of
+// every client that reads its TLS configuration again (tlstrust.LastGood, the commitment reporter's and scp-task's
+// feed's), the one read last stays in use, logged once (auditfeed.TLSNotReloadedLog), and the secrets are read again
+// when their window ends.
+func TestSecretsNotReadAgainKeepTheLastGood(t *testing.T) {
+	collectorCA, clientCA, otherCA := testpki.NewCA(t, "collector CA"), testpki.NewCA(t, "client CA"), testpki.NewCA(t, "another client CA")
+	addr, taken := tlsCollector(t, collectorCA, clientCA)
+	rotated, _ := tlsCollector(t, collectorCA, otherCA)
+	host, port, _ := net.SplitHostPort(addr)
+	client := clientCA.Client(t, testpki.Options{CommonName: "feeder"})
+	values := map[string]string{caSecretARN: string(collectorCA.PEM), clientSecretARN: string(client.CertPEM) + string(client.KeyPEM)}
+	sm := &lambdaiotest.UnansweredSecrets{Values: maps.Clone(values)}
+	env := map[string]string{"SYSLOG_HOST": host, "SYSLOG_PORT": port, "SYSLOG_CA_SECRET_ARN": caSecretARN, "SYSLOG_CLIENT_CERT_SECRET_ARN": clientSecretARN}
+	var logs bytes.Buffer
+	h, err := configure(func(k string) string { return env[k] }, sm, lambdaio.LoggerTo(&logs, "auditfeed", "prod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	collector := h.sender.(*auditfeed.Collector)
+	ev := fixture(t)
+	for _, step := range []struct {
+		name              string
+		before            func()
+		delivered         bool
+		taken, notReloads int
+	}{
+		{"read, delivered", nil, true, 1, 0},
+		{"a collector refusing our certificate: the secrets to be read again", func() { collector.Addr = rotated }, false, 1, 0},
+		{"Secrets Manager out of reach: the configuration read last delivers", func() {
+			collector.Addr = addr
+			clear(sm.Values)
+		}, true, 2, 1},
+		{"and again, logged once", nil, true, 3, 1},
+	} {
+		if step.before != nil {
+			step.before()
+		}
+		resp, err := h.Handle(context.Background(), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(logLines(t, &logs, auditfeed.TLSNotReloadedLog))
+		if delivered := len(resp.BatchItemFailures) == 0; delivered != step.delivered || taken.Load() != int32(step.taken) || n != step.notReloads {
+			t.Fatalf("%s: delivered %v, %d batches taken, %d lines %q; want %v, %d, %d:\n%s", step.name, delivered, taken.Load(), n,
+				auditfeed.TLSNotReloadedLog, step.delivered, step.taken, step.notReloads, logs.String())
+		}
 	}
 }

@@ -238,3 +238,7 @@ func isAlert(err error) bool {
 	oe, ok := errors.AsType[*net.OpError](err)
 	return ok && oe.Op == "remote error"
 }
+
+// TLSNotReloadedLog is logged when a collector's TLS client configuration, read again for each connection
+// (ReloadTLS), does not load: the one loaded last stays in use. Once for each failure, until it loads again.
+const TLSNotReloadedLog = "audit feed: TLS client configuration not reloaded; the previous one stays in use"
