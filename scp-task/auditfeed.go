@@ -15,7 +15,6 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
-	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // spoolSourceID names scp-task in the audit messages it feeds without the
@@ -79,35 +78,22 @@ func startAuditFeed(ctx context.Context, cfg config.Config, lm *local.Local, reg
 
 // AuditTLSNotReloadedLog is logged when the audit feed's TLS client files (--audit-syslog-ca, --audit-syslog-cert,
 // --audit-syslog-key), read again for each connection to the collector, do not load: the configuration loaded last
-// stays in use. Once for each failure, until they load again.
-const AuditTLSNotReloadedLog = "audit feed: TLS client configuration not reloaded; the previous one stays in use"
+// stays in use. Once for each failure, until they load again (auditfeed.ReloadTLS).
+const AuditTLSNotReloadedLog = auditfeed.TLSNotReloadedLog
 
 // auditCollector is the feed's collector (--audit-syslog) with its TLS client configuration: the CA and client
 // certificate read again for each connection (config.Config.AuditTLSLoad), as the Storage Commitment reporter reads
 // its own for each association, so that files renewed on disk are used from the next batch on without a restart.
 // When they do not load (a file half written, a renewal not valid now), the configuration loaded last stays in use,
-// logged once (AuditTLSNotReloadedLog): the rule of tlstrust.LastGood, starting from the one read at start. A
-// certificate out of date read again unchanged (at start, or since) is no renewal that failed: it stays in use,
-// sent only while valid, and nothing is logged (scp-task's start warned of it).
+// logged once (AuditTLSNotReloadedLog): the rule of auditfeed.ReloadTLS (tlstrust.LastGood), starting from the one
+// read at start. A certificate out of date read again unchanged (at start, or since) is no renewal that failed: it
+// stays in use, sent only while valid, and nothing is logged (scp-task's start warned of it).
 func auditCollector(cfg config.Config, log *slog.Logger) *auditfeed.Collector {
 	c := &auditfeed.Collector{Addr: cfg.AuditSyslogAddr, TLS: cfg.AuditTLS}
 	if cfg.AuditTLSLoad == nil {
 		return c
 	}
-	var last tlstrust.LastGood
-	last.Take(cfg.AuditTLS, nil)
-	c.LoadTLS = func(context.Context) (*tls.Config, error) {
-		use, err, notReloaded := last.Take(cfg.AuditTLSLoad())
-		if notReloaded != nil {
-			log.Warn(AuditTLSNotReloadedLog, "err", notReloaded)
-		}
-		if use != nil && errors.Is(err, tlstrust.ErrNotValidNow) {
-			// Its certificate is not sent while out of date (tlstrust.ClientConfig): a collector that asks for one
-			// fails the handshake, and the batch is sent again later.
-			return use, nil
-		}
-		return use, err
-	}
+	c.LoadTLS = auditfeed.ReloadTLS(cfg.AuditTLS, func(context.Context) (*tls.Config, error) { return cfg.AuditTLSLoad() }, log)
 	return c
 }
 

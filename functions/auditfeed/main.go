@@ -39,9 +39,10 @@ import (
 const CertificateNotValidLog = "audit feed: our client certificate is not valid now; deliveries that present it fail"
 
 // SecretsUnusableLog is the message of the warning of secrets that could not be read, or hold no usable CA or client
-// certificate, once per backoff window (lambdaio.KeptSecret, the commitment function's rule): each batch fails
-// meanwhile (auditfeed.BatchNotDeliveredLog), and the secrets are read again when the window ends, so a secret fixed
-// is taken without a cold start.
+// certificate, once per backoff window (lambdaio.KeptSecret, the commitment function's rule): the configuration read
+// before stays in use (auditfeed.TLSNotReloadedLog), or, with none, each batch fails meanwhile
+// (auditfeed.BatchNotDeliveredLog), and the secrets are read again when the window ends, so a secret fixed is taken
+// without a cold start.
 const SecretsUnusableLog = "audit feed: secrets not usable; not read again before the backoff ends"
 
 func main() {
@@ -69,8 +70,9 @@ func newHandler(ctx context.Context, getenv func(string) string, log *slog.Logge
 // certificate, are read at the first batch and kept by the rule of every secret a function keeps
 // (lambdaio.KeptSecret): read again after lambdaio.ClientCredentialMaxAge, or at the next batch after a failed
 // handshake with the collector (a rotation is taken without a cold start), and, when they could not be read or hold
-// nothing usable, not before their backoff window ends: each batch fails meanwhile, logged, without a read. Read at
-// cold start, a bad secret failed every start, and each of Lambda's retries, a cold start, read it and logged it again.
+// nothing usable, not before their backoff window ends: meanwhile the configuration read last stays in use
+// (auditfeed.ReloadTLS), or, with none, each batch fails, logged, without a read. Read at cold start, a bad secret
+// failed every start, and each of Lambda's retries, a cold start, read it and logged it again.
 func configure(getenv func(string) string, sm lambdaio.SecretsAPI, log *slog.Logger) (*handler, error) {
 	host := getenv("SYSLOG_HOST")
 	if host == "" {
@@ -107,15 +109,10 @@ func configure(getenv func(string) string, sm lambdaio.SecretsAPI, log *slog.Log
 		hostname = getenv("AWS_LAMBDA_FUNCTION_NAME")
 	}
 	return &handler{
-		sender: &auditfeed.Collector{Addr: net.JoinHostPort(host, strconv.Itoa(port)), LoadTLS: func(ctx context.Context) (*tls.Config, error) {
-			cfg, err := secrets.Get(ctx)
-			if cfg != nil && errors.Is(err, tlstrust.ErrNotValidNow) {
-				// Expired, or not yet valid: offered only while valid (tlstrust.ClientConfig's check at each
-				// handshake the collector asks for it), so a collector that asks for none still takes the batch.
-				return cfg, nil
-			}
-			return cfg, err
-		}},
+		// Secrets read again that do not load leave the configuration read last in use (auditfeed.ReloadTLS), as
+		// scp-task's files and the commitment function's certificates do; one expired, or not yet valid, is offered
+		// only while valid, so a collector that asks for none still takes the batch.
+		sender:    &auditfeed.Collector{Addr: net.JoinHostPort(host, strconv.Itoa(port)), LoadTLS: auditfeed.ReloadTLS(nil, secrets.Get, log)},
 		header:    auditfeed.Header{Hostname: hostname},
 		log:       log,
 		tlsFailed: secrets.Forget,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -242,3 +243,27 @@ func isAlert(err error) bool {
 // TLSNotReloadedLog is logged when a collector's TLS client configuration, read again for each connection
 // (ReloadTLS), does not load: the one loaded last stays in use. Once for each failure, until it loads again.
 const TLSNotReloadedLog = "audit feed: TLS client configuration not reloaded; the previous one stays in use"
+
+// ReloadTLS is a Collector's LoadTLS of load, the TLS client configuration read again for each connection
+// (scp-task's files, the auditfeed function's secrets), by the rule of every client that does (tlstrust.LastGood),
+// starting from initial (nil: none yet): when it does not load (a file half written, a secret not read, a renewal
+// not valid now), the one loaded last stays in use, logged once (TLSNotReloadedLog); with none loaded yet, the
+// failure fails the batch. A certificate out of date read again unchanged (or with none valid kept) is no renewal
+// that failed: it is used, sent only while valid (tlstrust.ClientConfig), so that a collector that asks for none
+// still takes the batch, and one that asks for it fails the handshake.
+func ReloadTLS(initial *tls.Config, load func(context.Context) (*tls.Config, error), log *slog.Logger) func(context.Context) (*tls.Config, error) {
+	last := &tlstrust.LastGood{}
+	if initial != nil {
+		last.Take(initial, nil)
+	}
+	return func(ctx context.Context) (*tls.Config, error) {
+		use, err, notReloaded := last.Take(load(ctx))
+		if notReloaded != nil && log != nil {
+			log.Warn(TLSNotReloadedLog, "err", notReloaded)
+		}
+		if use != nil && errors.Is(err, tlstrust.ErrNotValidNow) {
+			return use, nil
+		}
+		return use, err
+	}
+}
