@@ -15,6 +15,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
 	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio/lambdaiotest"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
@@ -23,38 +24,23 @@ const (
 	clientSecretARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:siem-client-AbCdEf"
 )
 
-// tlsCollector is a syslog TLS collector on loopback that asks for a client certificate of clientCA (under TLS
-// 1.2, so that it refuses one in the handshake), reads each batch to its end and closes cleanly; it counts the
-// batches it took.
+// tlsCollector is a syslog TLS collector on loopback that asks for a client certificate of clientCA (under TLS 1.3,
+// where it refuses one after our side of the handshake: auditfeed.ErrHandshake all the same), reads each batch to its
+// end and closes cleanly; it counts the batches it took.
 func tlsCollector(t *testing.T, serverCA, clientCA *testpki.CA) (addr string, taken *atomic.Int32) {
 	t.Helper()
 	server := serverCA.Server(t, testpki.Options{CommonName: "collector", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{server.TLS()},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool(), MaxVersion: tls.VersionTLS12})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
 	taken = &atomic.Int32{}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				if err := tc.Handshake(); err != nil {
-					return
-				}
-				if _, err := io.Copy(io.Discard, tc); err == nil {
-					taken.Add(1)
-				}
-			}()
+	addr = auditfeedtest.ServeTLS(t, &tls.Config{Certificates: []tls.Certificate{server.TLS()},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool()}, func(c *tls.Conn, handshake error) {
+		if handshake != nil {
+			return
 		}
-	}()
-	return l.Addr().String(), taken
+		if _, err := io.Copy(io.Discard, c); err == nil {
+			taken.Add(1)
+		}
+	})
+	return addr, taken
 }
 
 // TestSecretsReadAgainAfterAFailedHandshake: the client certificate rotated in its secret (the collector now asks

@@ -254,32 +254,17 @@ func TestCollectorRefusedCertificateIsAFailedHandshake(t *testing.T) {
 			if !tt.refuse {
 				sc.ClientCAs = ourCA.Pool()
 			}
-			l, err := tls.Listen("tcp", "127.0.0.1:0", sc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = l.Close() })
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						tc := c.(*tls.Conn)
-						if err := tc.Handshake(); err == nil {
-							// Taken: reset at once, no alert (SO_LINGER 0).
-							_ = tc.NetConn().(*net.TCPConn).SetLinger(0)
-						}
-						_ = c.Close()
-					}()
+			addr := auditfeedtest.ServeTLS(t, sc, func(c *tls.Conn, handshake error) {
+				if handshake == nil {
+					// Taken: reset at once, no alert (SO_LINGER 0).
+					_ = c.NetConn().(*net.TCPConn).SetLinger(0)
 				}
-			}()
+			})
 			msgs := make([][]byte, tt.messages)
 			for i := range msgs {
 				msgs[i] = message(t, i)
 			}
-			c := &auditfeed.Collector{Addr: l.Addr().String(), TLS: cfg, Timeout: 5 * time.Second}
+			c := &auditfeed.Collector{Addr: addr, TLS: cfg, Timeout: 5 * time.Second}
 			// The writes race the collector's close: each try is one outcome of the race.
 			for range 10 {
 				err := c.Send(context.Background(), msgs)
