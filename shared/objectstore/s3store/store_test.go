@@ -268,6 +268,86 @@ func TestPutDuplicateAndConflict(t *testing.T) {
 	assertClean(t, srv)
 }
 
+// TestPutOutcomeLabels: the put duration's outcome label says what a Put
+// did, by the rule the SCP's warning follows (objectstore.Stored): conflict
+// only for a copy kept beside the held object, duplicate whenever nothing
+// new was written, under the key or beside it. A resend, from another
+// C-STORE, of the bytes a single-part conflict copy holds (its key named
+// after them) or the same C-STORE uploaded again was labelled conflict.
+func TestPutOutcomeLabels(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		size int64
+		// the resend's conflict: a multipart copy's key names its
+		// C-STORE, so another C-STORE makes a copy of its own
+		resendOfCopy string
+	}{
+		{"single", 4096, "duplicate"},
+		{"multipart", partSize + 4096, "conflict"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			st, _ := newStore(t, s3store.Options{Metrics: reg})
+			obj := testObject("1.2.840.97.1")
+			resend := obj
+			resend.AssociationID, resend.ReceivedAt = "resend", obj.ReceivedAt.Add(time.Second)
+			orig, other := s3test.Bytes(1, tc.size), s3test.Bytes(2, tc.size)
+			for _, step := range []struct {
+				name    string
+				obj     objectstore.Object
+				body    []byte
+				outcome string
+			}{
+				{"first", obj, orig, "stored"},
+				{"identical resend", resend, orig, "duplicate"},
+				{"other bytes", obj, other, "conflict"},
+				{"the conflicting C-STORE uploaded again", obj, other, "duplicate"},
+				{"the other bytes from another C-STORE", resend, other, tc.resendOfCopy},
+			} {
+				before := putOutcomes(t, reg)
+				if _, err := st.Put(ctx, step.obj, bytes.NewReader(step.body)); err != nil {
+					t.Fatalf("%s: %v", step.name, err)
+				}
+				after := putOutcomes(t, reg)
+				for _, o := range []string{"stored", "duplicate", "conflict", "error"} {
+					want := before[o]
+					if o == step.outcome {
+						want++
+					}
+					if after[o] != want {
+						t.Errorf("%s: outcome %s counted %d, want %d", step.name, o, after[o]-before[o], want-before[o])
+					}
+				}
+			}
+		})
+	}
+}
+
+// putOutcomes counts the put duration's observations by outcome, every
+// kind together.
+func putOutcomes(t *testing.T, reg *prometheus.Registry) map[string]uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "dicom_ingest_s3_put_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" {
+					out[l.GetValue()] += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return out
+}
+
 func TestPutAbortsOnReaderErrorAndCancel(t *testing.T) {
 	st, srv := newStore(t, s3store.Options{})
 	for _, tc := range []struct {

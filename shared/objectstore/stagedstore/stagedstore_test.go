@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
@@ -563,6 +564,17 @@ func TestResendOfAConflictCopyWarnsNothing(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "identical object already held: duplicate record written") {
 		t.Errorf("the second upload wrote no duplicate record:\n%s", logs.String())
+	}
+	// The uploads metric tells them apart by the same rule: the copy made a
+	// conflict, the resend that found it a duplicate (it counted both
+	// conflict).
+	for _, c := range []struct {
+		outcome string
+		want    float64
+	}{{"conflict", 1}, {"duplicate", 1}} {
+		if n := testutil.ToFloat64(st.m.uploads.WithLabelValues(c.outcome)); n != c.want {
+			t.Errorf("uploads{outcome=%q} = %v, want %v", c.outcome, n, c.want)
+		}
 	}
 }
 
