@@ -144,7 +144,32 @@ type Stored struct {
 	SameTransfer bool
 	// Conflict is set when a different object already held the key: the new
 	// one was kept under a distinct key (Key) and nothing was overwritten.
+	// With Duplicate, that key held these bytes already (a copy kept beside
+	// by an earlier C-STORE, or this one's earlier upload): nothing new was
+	// written; see KeptBeside.
 	Conflict bool
+}
+
+// KeptBeside reports whether this Put made a copy beside an object that
+// holds the key with other bytes: Conflict without Duplicate. A Conflict
+// with Duplicate found its bytes kept beside already and wrote nothing, an
+// identical resend (or an upload again of its own C-STORE). The one rule
+// for the SCP's and the staged store's "kept beside it" warning and the
+// stores' outcome label (Outcome).
+func (s Stored) KeptBeside() bool { return s.Conflict && !s.Duplicate }
+
+// Outcome names what this Put did, as the stores' metrics label it:
+// "conflict" for a copy kept beside the held object (KeptBeside),
+// "duplicate" when nothing new was written (under the key or beside it),
+// else "stored".
+func (s Stored) Outcome() string {
+	switch {
+	case s.KeptBeside():
+		return "conflict"
+	case s.Duplicate:
+		return "duplicate"
+	}
+	return "stored"
 }
 
 // Store persists Part 10 files. Put must consume part10 to EOF (or fail),

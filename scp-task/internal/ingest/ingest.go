@@ -223,7 +223,7 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 		// The Inspector read the whole data set to store it: no cost.
 		log.Info("stored with elements out of tag order", "misplaced", dataset.TagString(tag), "after", dataset.TagString(after))
 	}
-	if stored.Conflict && !stored.Duplicate {
+	if stored.KeptBeside() {
 		// Conflict with Duplicate: these bytes were kept beside the
 		// instance before (the conflict key is named after them), so
 		// nothing new was stored; an identical resend, as below.

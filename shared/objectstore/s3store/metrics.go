@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		putDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "dicom_ingest_s3_put_duration_seconds",
-			Help:    "Time from the first byte read to S3's final answer, by kind (single, multipart, record) and outcome (stored, duplicate, conflict, error).",
+			Help:    "Time from the first byte read to S3's final answer, by kind (single, multipart, record) and outcome (stored, duplicate: nothing new written, conflict: a copy kept beside the object holding the key, error).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 12),
 		}, []string{"kind", "outcome"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{

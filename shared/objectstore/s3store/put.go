@@ -162,15 +162,10 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 }
 
 func outcome(st objectstore.Stored, err error) string {
-	switch {
-	case err != nil:
+	if err != nil {
 		return "error"
-	case st.Conflict:
-		return "conflict"
-	case st.Duplicate:
-		return "duplicate"
 	}
-	return "stored"
+	return st.Outcome()
 }
 
 func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel string, body []byte, crc uint64) (objectstore.Stored, error) {

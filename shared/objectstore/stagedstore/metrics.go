@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 		}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicom_ingest_staging_uploads_total",
-			Help: "Upload attempts of staged objects and records, by outcome (stored, duplicate, conflict, gone, error, unreadable).",
+			Help: "Upload attempts of staged objects and records, by outcome (stored, duplicate: nothing new written, conflict: a copy kept beside the object holding the key, gone, error, unreadable).",
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "dicom_ingest_staging_upload_delay_seconds",

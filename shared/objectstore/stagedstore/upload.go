@@ -329,7 +329,7 @@ func (s *Store) upload(it *item) (st objectstore.Stored, outcome string, err err
 		if err == nil {
 			err = s.recordResend(it, st)
 		}
-		return st, storedOutcome(st), err
+		return st, st.Outcome(), err
 	case kindLarge:
 		f, err := s.fs.OpenFile(filepath.Join(it.dir, largeDir, it.md.Large), os.O_RDONLY, 0)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -348,7 +348,7 @@ func (s *Store) upload(it *item) (st objectstore.Stored, outcome string, err err
 		if err == nil {
 			err = s.recordResend(it, st)
 		}
-		return st, storedOutcome(st), err
+		return st, st.Outcome(), err
 	case kindRecord:
 		r, err := it.j.Payload(it.rec)
 		if err != nil {
@@ -413,16 +413,6 @@ func (s *Store) recordResend(it *item, st objectstore.Stored) error {
 	return nil
 }
 
-func storedOutcome(st objectstore.Stored) string {
-	switch {
-	case st.Conflict:
-		return "conflict"
-	case st.Duplicate:
-		return "duplicate"
-	}
-	return "stored"
-}
-
 // done ends an item's staging: S3 holds it, as st says of an object.
 func (s *Store) done(it *item, outcome string, st objectstore.Stored) {
 	if it.md.Kind == kindLarge {
@@ -432,7 +422,7 @@ func (s *Store) done(it *item, outcome string, st objectstore.Stored) {
 	s.m.uploads.WithLabelValues(outcome).Inc()
 	s.m.latency.Observe(time.Since(it.md.StagedAt).Seconds())
 	s.q.finish(it)
-	if st.Conflict && !st.Duplicate {
+	if st.KeptBeside() {
 		// With Duplicate the copy beside was there already: an upload
 		// again by its own C-STORE (its task died before the release,
 		// SameTransfer) found the copy it made, and the first upload
