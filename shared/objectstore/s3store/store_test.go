@@ -23,6 +23,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 const (
@@ -274,6 +275,9 @@ func TestPutDuplicateAndConflict(t *testing.T) {
 // new was written, under the key or beside it. A resend, from another
 // C-STORE, of the bytes a single-part conflict copy holds (its key named
 // after them) or the same C-STORE uploaded again was labelled conflict.
+// The store warns of a copy kept beside by the same rule, once, by the
+// upload that made it: that resend was warned of as "storing under
+// conflict key", a copy it never made.
 func TestPutOutcomeLabels(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -288,7 +292,8 @@ func TestPutOutcomeLabels(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
-			st, _ := newStore(t, s3store.Options{Metrics: reg})
+			var logs testenv.LogBuffer
+			st, _ := newStore(t, s3store.Options{Metrics: reg, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 			obj := testObject("1.2.840.97.1")
 			resend := obj
 			resend.AssociationID, resend.ReceivedAt = "resend", obj.ReceivedAt.Add(time.Second)
@@ -310,6 +315,10 @@ func TestPutOutcomeLabels(t *testing.T) {
 					t.Fatalf("%s: %v", step.name, err)
 				}
 				after := putOutcomes(t, reg)
+				warned := strings.Count(logs.Take(), `"level":"WARN","msg":"different object already holds the key; storing under conflict key"`)
+				if want := map[bool]int{true: 1}[step.outcome == "conflict"]; warned != want {
+					t.Errorf("%s: %d warnings of a copy kept beside, want %d", step.name, warned, want)
+				}
 				for _, o := range []string{"stored", "duplicate", "conflict", "error"} {
 					want := before[o]
 					if o == step.outcome {
