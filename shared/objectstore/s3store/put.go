@@ -238,17 +238,22 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 
 // logConflict logs a conflicting object kept under its conflict key
 // (st.Conflict), once the key holds it: warned of by the upload that put
-// it there, and at info level when the copy found there came from this
-// very C-STORE but not from this upload (st.SameTransfer, retried false:
-// the staged store uploading it again after its task died), whose first
-// upload warned. retried: an attempt of this upload lost its answer, so
-// the copy found may be its own.
+// it there (st.KeptBeside, the SCP's rule), and at info level when the
+// copy found there came from this very C-STORE but not from this upload
+// (st.SameTransfer, retried false: the staged store uploading it again
+// after its task died), whose first upload warned, or from another
+// C-STORE (an identical resend of the bytes kept beside: nothing new is
+// stored). retried: an attempt of this upload lost its answer, so the copy
+// found may be its own.
 func logConflict(log *slog.Logger, st objectstore.Stored, retried bool) {
-	if st.SameTransfer && !retried {
+	switch {
+	case st.KeptBeside() || st.SameTransfer && retried:
+		log.Warn("different object already holds the key; storing under conflict key")
+	case st.SameTransfer:
 		log.Info("conflict copy of this C-STORE already stored")
-		return
+	default:
+		log.Info("identical object already stored")
 	}
-	log.Warn("different object already holds the key; storing under conflict key")
 }
 
 // putBytes is a conditional PutObject of an in-memory body, retried. A
