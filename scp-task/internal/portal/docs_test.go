@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -112,5 +113,77 @@ func TestDocumentedRoutes(t *testing.T) {
 	want := "x.md:3 names \"`GET /api/audit records?limit=5`\", whose path \"/api/audit records\" is no request target"
 	if len(errs) != 1 || errs[0].Error() != want {
 		t.Errorf("errors %v, want %q", errs, want)
+	}
+}
+
+// TestAuditPageColumnsDocumented: the columns local-mode.md's Audit trail
+// row names ("in the columns …", up to its first ";") are the headers
+// /audit shows, in order, the last, unheaded, a link to the records; and
+// the counts the Instances cell shows beside its own (already held,
+// quarantined, failed) are said to be in that cell. The row listed
+// "quarantined" and "failed" as columns of their own, which the page has
+// never had.
+func TestAuditPageColumnsDocumented(t *testing.T) {
+	srv, _ := newTestServer(t)
+	code, _, page := get(t, srv.URL+"/audit", "")
+	if code != http.StatusOK {
+		t.Fatalf("/audit answered %d", code)
+	}
+	thead := regexp.MustCompile(`(?s)<table id="associations">\s*<thead>(.*?)</thead>`).FindStringSubmatch(page)
+	if thead == nil {
+		t.Fatalf("/audit has no associations table head:\n%.500s", page)
+	}
+	var headers []string
+	for _, m := range regexp.MustCompile(`<th[^>]*>([^<]*)</th>`).FindAllStringSubmatch(thead[1], -1) {
+		headers = append(headers, strings.TrimSpace(m[1]))
+	}
+
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "local-mode.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, row, ok := strings.Cut(string(b), "\n| Audit trail (`/audit`)")
+	row, _, _ = strings.Cut(row, "\n")
+	_, cols, found := strings.Cut(row, "newest first, in the columns ")
+	if !ok || !found {
+		t.Fatal("local-mode.md has no Audit trail row naming its columns (\"newest first, in the columns …\")")
+	}
+	// The items at the list's own depth, to its first ";" there.
+	var items []string
+	depth, start := 0, 0
+	for i := 0; i < len(cols); i++ {
+		switch c := cols[i]; {
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case depth == 0 && (c == ';' || strings.HasPrefix(cols[i:], ", ")):
+			items = append(items, strings.TrimPrefix(cols[start:i], "and "))
+			if c == ';' {
+				i = len(cols)
+			}
+			start = i + 2
+		}
+	}
+	var named []string
+	var instances string
+	for _, it := range items {
+		name, _, _ := strings.Cut(it, " (")
+		named = append(named, name)
+		if name == "Instances" {
+			instances = it
+		}
+	}
+	want := slices.Clone(headers)
+	if n := len(want); n > 0 && want[n-1] == "" {
+		want[n-1] = "a link to its records" // the unheaded last column
+	}
+	if !slices.Equal(want, named) {
+		t.Errorf("local-mode.md's Audit trail columns %q, /audit's headers %q", named, want)
+	}
+	for _, part := range []string{"already held", "quarantined", "failed"} {
+		if !strings.Contains(instances, part) {
+			t.Errorf("local-mode.md's Instances column does not say the cell shows how many %s", part)
+		}
 	}
 }
