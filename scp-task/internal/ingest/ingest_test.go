@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -321,9 +320,10 @@ func (m *conflictStore) Put(ctx context.Context, obj objectstore.Object, r io.Re
 		m.objs[key] = b
 		return objectstore.Stored{Key: key, Size: int64(len(b)), Duplicate: ok}, nil
 	}
-	// Named after the content, as objectstore.ChecksumConflictKey is:
-	// the same other bytes again find their copy there, a duplicate of it.
-	ck := fmt.Sprintf("%s.conflict-%x", key, sha256.Sum256(b))
+	// Named after the content, as the stores name it: the same other
+	// bytes again find their copy there, a duplicate of it.
+	crc, _ := objectstore.ContentChecksum(b)
+	ck := objectstore.ChecksumConflictKey(key, crc)
 	if _, ok := m.objs[ck]; ok {
 		return objectstore.Stored{Key: ck, Size: int64(len(b)), Conflict: true, Duplicate: true}, nil
 	}
