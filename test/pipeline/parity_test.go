@@ -624,7 +624,9 @@ func collect(t *testing.T, bases []string, sent []paritySent, records []pipeline
 	// field emitted but undeclared fails, as the pipeline's own tests have
 	// it for the events of its fakes).
 	strict := pt.StrictSchemas(t)
+	seen := map[string]bool{}
 	for _, ev := range sent {
+		seen[ev.DetailType] = true
 		var doc any
 		if err := json.Unmarshal(ev.Detail, &doc); err != nil {
 			t.Fatal(err)
@@ -739,6 +741,12 @@ func collect(t *testing.T, bases []string, sent []paritySent, records []pipeline
 		o.Associations = append(o.Associations, parityValue(t, bases, raw))
 	}
 	slices.SortFunc(o.Associations, func(a, b any) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+	// Every detail-type was emitted, so each was held to its schema.
+	for _, dt := range pipeline.DetailTypes {
+		if !seen[dt] {
+			t.Errorf("no %s event emitted: its schema went unchecked", dt)
+		}
+	}
 	return o
 }
 
