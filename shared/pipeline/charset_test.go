@@ -29,6 +29,13 @@ func TestCharsetDecode(t *testing.T) {
 		{"arabic undefined byte", "ISO_IR 127", "a\xa1", "a\uFFFD", false, "LT"},
 		{"thai undefined byte", "ISO_IR 166", "\xa1\xff", "ก\uFFFD", false, "LT"},
 		{"gb18030 lead byte alone", "GB18030", "\xcd", "\uFFFD", false, "LT"},
+		// The value's bytes are not UTF-8: EF BF BD among them is three
+		// characters of ISO 8859-3 (ï ż ½), no U+FFFD that excuses the
+		// one of 0xA5, which the set does not have. GB18030 has a code
+		// for U+FFFD (84 31 A4 37): that one is the sender's character.
+		{"latin-3 undefined byte beside EF BF BD", "ISO_IR 109", "\xef\xbf\xbd\xa5", "ïż½\uFFFD", false, "LT"},
+		{"gb18030 code of U+FFFD", "GB18030", "a\x84\x31\xa4\x37", "a\uFFFD", true, "LT"},
+		{"gb18030 code of U+FFFD beside a lead byte alone", "GB18030", "\x84\x31\xa4\x37\xcd", "\uFFFD\uFFFD", false, "LT"},
 		{"gb18030", "GB18030", "Wang^XiaoDong=\xcd\xf5^\xd0\xa1\xb6\xab=", "Wang^XiaoDong=王^小东=", true, "LT"},
 		// PS3.5 H.3.1: Japanese with ISO 2022 IR 87.
 		{"iso 2022 ir 87", `\ISO 2022 IR 87`,
@@ -86,6 +93,14 @@ func TestCharsetDecode(t *testing.T) {
 		// character or a delimiter takes neither with it.
 		{"korean half before CR", `\ISO 2022 IR 149`, "\x1b$)C\xc8\r\xc8\xab", "\uFFFD\r\uFFFD\uFFFD", false, "LO"},
 		{"korean half before ^", `\ISO 2022 IR 149`, "\x1b$)C\xc8^\x1b$)C\xc8\xab", "\uFFFD^홍", false, "PN"},
+		// Both bytes of a KS X 1001 or GB 2312 character are in
+		// 0xA1-0xFE: a first byte below is none of theirs, though UHC
+		// (CP949) and GBK, the decoders' supersets, have a character
+		// there.
+		{"korean first byte below 0xa1", `\ISO 2022 IR 149`, "\x1b$)C\x81\xa1", "\uFFFD\uFFFD", false, "LO"},
+		{"korean first byte 0xa0", `\ISO 2022 IR 149`, "\x1b$)C\xa0\xc8\xab", "\uFFFD홍", false, "LO"},
+		{"chinese first byte below 0xa1", `\ISO 2022 IR 58`, "\x1b$)A\x81\xa1", "\uFFFD\uFFFD", false, "LO"},
+		{"chinese first byte 0x9f", `\ISO 2022 IR 58`, "\x1b$)A\x9f\xd5\xc5", "\uFFFD张", false, "LO"},
 		{"chinese not designated after =", `\ISO 2022 IR 58`, "\x1b$)A\xd5\xc5=\xd5\xc5", "张=\uFFFD\uFFFD", false, "PN"},
 		{"greek back to latin-1 after ^", `ISO 2022 IR 100\ISO 2022 IR 126`, "\x1b-F\xc4\xe9\xef^\xc4", "Διο^Ä", true, "PN"},
 		{"greek back to latin-1 after =", `ISO 2022 IR 100\ISO 2022 IR 126`, "\x1b-F\xc4\xe9\xef=\xc4", "Διο=Ä", true, "PN"},
