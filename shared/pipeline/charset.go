@@ -249,16 +249,21 @@ func asciiOnly(b []byte) string {
 // replacement is U+FFFD in UTF-8.
 var replacement = []byte(string(utf8.RuneError))
 
+// decodeWith decodes b, text in e, to UTF-8; ok is false when b has bytes
+// e has no character for (they become U+FFFD).
 func decodeWith(e encoding.Encoding, b []byte) (string, bool) {
 	out, err := e.NewDecoder().Bytes(b)
 	if err != nil {
 		return asciiOnly(b), false
 	}
-	// A U+FFFD out that is no U+FFFD in (UTF-8's bytes of it) is bytes the
-	// set has no character for. bytes.ContainsRune(b, utf8.RuneError) is
-	// not that: it finds any byte that is not UTF-8, every legacy one.
-	if bytes.Contains(out, replacement) && !bytes.Contains(b, replacement) {
-		return string(out), false
+	if bytes.Contains(out, replacement) {
+		// A U+FFFD out is bytes the set has no character for, unless
+		// the set has a code for U+FFFD itself (GB18030's 84 31 A4 37)
+		// and the sender wrote it: then the text encodes back to b.
+		// Looking for U+FFFD's UTF-8 bytes in b is not that: b is in the
+		// set, where EF BF BD are other characters (ï¿½ in Latin-1).
+		back, err := e.NewEncoder().Bytes(out)
+		return string(out), err == nil && bytes.Equal(back, b)
 	}
 	return string(out), true
 }
