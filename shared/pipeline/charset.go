@@ -373,10 +373,12 @@ func (cs *charset) decode2022(b []byte, vr string) (string, bool) {
 			put(string(r), good)
 			i++
 		case g1KSX1001, g1GB2312:
-			if i+1 >= len(b) || b[i+1] < 0xA1 || b[i+1] == 0xFF {
-				// Half a character: both bytes of a 94x94 set in G1
-				// are in 0xA1-0xFE, and the byte after is not
-				// swallowed (a control character, a delimiter).
+			if !in94x94(c) || i+1 >= len(b) || !in94x94(b[i+1]) {
+				// Not a character or half one: both bytes of a 94x94
+				// set in G1 are in 0xA1-0xFE (a first byte below is
+				// UHC's or GBK's, the decoders', not the set's), and
+				// the byte after is not swallowed (a control
+				// character, a delimiter).
 				put("\uFFFD", false)
 				i++
 				continue
@@ -402,6 +404,10 @@ var latinG1 = map[byte]encoding.Encoding{
 	'L': charmap.ISO8859_5, 'G': charmap.ISO8859_6, 'F': charmap.ISO8859_7, 'H': charmap.ISO8859_8,
 	'M': charmap.ISO8859_9, 'T': charmap.Windows874, 'b': charmap.ISO8859_15,
 }
+
+// in94x94 reports whether c can be a byte of a character of a 94x94 set
+// (KS X 1001, GB 2312) in G1: 0xA1-0xFE.
+func in94x94(c byte) bool { return c >= 0xA1 && c <= 0xFE }
 
 // isoResets are the bytes besides the control characters at which ISO
 // 2022 returns to the initial sets in a value of vr (PS3.5 6.1.2.5.3): the
