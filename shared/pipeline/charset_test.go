@@ -128,6 +128,11 @@ func TestCharsetDecode(t *testing.T) {
 		// 87, a G0 set no delimiter could be told in, starts in ASCII.
 		{"iso 2022 ir 13 alone", `ISO 2022 IR 13`, "\xd4\xcf\xc0\xde^\xc0\xdb\xb3=A~", "ﾔﾏﾀﾞ^ﾀﾛｳ=A‾", true, "PN"},
 		{"iso 2022 ir 87 alone", `ISO 2022 IR 87`, "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:", "Yamada^Tarou=山田^太郎", true, "PN"},
+		// ISO 2022 IR 149 or 58 as value 1 is KS X 1001 or GB 2312 in G1
+		// from the start and again after each delimiter, with no escape.
+		{"iso 2022 ir 149 alone", `ISO 2022 IR 149`, "Hong^Gildong=\xfb\xf3^\xd1\xce\xd4\xd7=\xc8\xab", "Hong^Gildong=洪^吉洞=홍", true, "PN"},
+		{"iso 2022 ir 149 as value 1 after a delimiter", `ISO 2022 IR 149\ISO 2022 IR 100`, "\x1b-A\xc4\\\xc8\xab", "Ä\\홍", true, "LO"},
+		{"iso 2022 ir 58 alone", `ISO 2022 IR 58`, "Zhang^XiaoDong=\xd5\xc5^\xd0\xa1\xb6\xab", "Zhang^XiaoDong=张^小东", true, "PN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
