@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -343,6 +344,33 @@ func TestEventReportOneAtATime(t *testing.T) {
 	}
 	p.SendPDU(&pdu.ReleaseRQ{})
 	p.Expect(pdu.TypeReleaseRP)
+}
+
+// TestEventReportAnsweredByAnotherCommand: a response to our N-EVENT-REPORT-RQ's message id that is of another
+// command (an N-ACTION-RSP, a C-STORE-RSP) does not answer it, by the rule the client holds (ResponseField): the
+// association is aborted (A-ABORT 02 06) and the report fails with ErrUnexpectedResponse, never delivered. It was
+// handed to the waiting sender for the report's answer, its status passing for the peer's outcome.
+func TestEventReportAnsweredByAnotherCommand(t *testing.T) {
+	for _, field := range []uint16{dimse.NActionRSP, dimse.CStoreRSP} {
+		t.Run(fmt.Sprintf("0x%04X", field), func(t *testing.T) {
+			h := &commitments{seen: make(chan nactionSeen, 1)}
+			p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
+			id := acceptCommitment(t, p, h)
+			sent := sendReport(srv, id)
+			cmd, _ := p.ExpectMessage()
+			rsp := dimse.NewNEventReportRSP(cmd, dimse.Status{})
+			rsp.CommandField = field
+			p.SendMessage(5, rsp, nil)
+			p.ExpectAbort(2, pdu.AbortReasonInvalidParamValue)
+			r := <-sent
+			if !errors.Is(r.err, dicomnet.ErrUnexpectedResponse) || errors.Is(r.err, dicomnet.ErrAssociationEnded) {
+				t.Fatalf("SendEventReport = %v, %v; want ErrUnexpectedResponse (a failed delivery, not one to try elsewhere)", r.st, r.err)
+			}
+			if want := fmt.Sprintf("response of command 0x%04x to message %d, want 0x%04x", field, cmd.MessageID, dimse.NEventReportRSP); !strings.Contains(r.err.Error(), want) {
+				t.Errorf("SendEventReport error %q, want it to say %q", r.err, want)
+			}
+		})
+	}
 }
 
 // TestEventReportWaitsForTheMessageBoundary: a report queued while the requestor is sending a C-STORE goes out
