@@ -21,8 +21,9 @@ import (
 const TeardownWriteTimeout = time.Second
 
 // ErrUnexpectedResponse is matched (errors.Is) by the error of an exchange the peer answered with a response that
-// does not answer the request awaited: to another message id, to none, or of another command to ours. The
-// association is aborted (A-ABORT 02 06).
+// does not answer the request awaited (unexpectedResponse): on our association, one to another message id, to
+// none, or of another command to ours; on the requestor's (Server.SendEventReport), one of another command to
+// ours. The association is aborted (A-ABORT 02 06).
 var ErrUnexpectedResponse = errors.New("dicomnet: unexpected DIMSE response")
 
 // ClientConfig configures Dial.
@@ -636,7 +637,8 @@ func (a *ClientAssociation) readResponse(rq *dimse.Command) (*dimse.Command, err
 }
 
 // unexpectedResponse says why the response rsp does not answer the request rq, or "" when it does: it names
-// rq's message id (Message ID Being Responded To) and is of rq's command.
+// rq's message id (Message ID Being Responded To) and is of rq's command. The one rule of the client's wait
+// (readResponse) and of the server's requests on the requestor's association (answered).
 func unexpectedResponse(rq, rsp *dimse.Command) string {
 	switch {
 	case !rsp.Has(dimse.HasMessageIDBeingRespondedTo):

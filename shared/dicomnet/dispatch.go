@@ -128,12 +128,17 @@ func (pc *AcceptedContext) grants(r role) bool {
 }
 
 // onResponse handles a DIMSE response: it is handed to the request of ours it answers (report.go), its data set
-// (an Event Reply, say) discarded. One that answers no request of ours is logged and dropped.
+// (an Event Reply, say) discarded. One that names no request of ours is logged and dropped; one of another command
+// to a request of ours (answered) is an invalid PDU (A-ABORT 02 06), the request failed.
 func (a *association) onResponse(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	if rx := a.discardDataSet(pc, cmd); rx.ev != evtNone {
 		return rx
 	}
-	if !a.answered(cmd) {
+	ours, err := a.answered(cmd)
+	if err != nil {
+		return a.protocolError(err)
+	}
+	if !ours {
 		a.log.Info("dicomnet: DIMSE response to no request of ours", "message_id_being_responded_to", cmd.MessageIDBeingRespondedTo, "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
 	}
 	return rxEvent{}

@@ -45,9 +45,9 @@ type EventReport struct {
 
 // outbound is one request of ours: its encoded PDUs until sent, then the wait for its response.
 type outbound struct {
-	msgID uint16
-	msg   []byte
-	done  chan outcome // buffered: receives exactly one outcome
+	rq   *dimse.Command // the request: what its response must answer (unexpectedResponse)
+	msg  []byte
+	done chan outcome // buffered: receives exactly one outcome
 }
 
 type outcome struct {
@@ -93,8 +93,8 @@ func (s *Server) SendEventReport(ctx context.Context, associationID string, rq E
 	if a.outbox.msgID == 0 {
 		a.outbox.msgID = 1
 	}
-	ob.msgID = a.outbox.msgID
-	cmd := dimse.NewNEventReportRQ(ob.msgID, rq.SOPClassUID, rq.SOPInstanceUID, rq.EventTypeID)
+	cmd := dimse.NewNEventReportRQ(a.outbox.msgID, rq.SOPClassUID, rq.SOPInstanceUID, rq.EventTypeID)
+	ob.rq = cmd
 	limit := maxSendPDU(a.peerMax, 0)
 	ob.msg = appendMessage(nil, pc.ID, pdu.ControlCommand, cmd.Encode(), limit)
 	ob.msg = appendMessage(ob.msg, pc.ID, 0, ds, limit)
@@ -188,29 +188,36 @@ func (a *association) flushOutbox() rxEvent {
 		if a.outbox.sent == nil {
 			a.outbox.sent = map[uint16]*outbound{}
 		}
-		a.outbox.sent[ob.msgID] = ob
+		a.outbox.sent[ob.rq.MessageID] = ob
 		a.outbox.mu.Unlock()
 		a.out = append(a.out[:0], ob.msg...)
 		a.fire(evt9, rxEvent{})
 		if a.m.state != sta6 {
 			return rxEvent{ev: evt17, err: ErrNotSent}
 		}
-		a.log.Debug("dicomnet: DIMSE request sent", "message_id", ob.msgID)
+		a.log.Debug("dicomnet: DIMSE request sent", "message_id", ob.rq.MessageID)
 	}
 	return rxEvent{}
 }
 
-// answered hands a response to the request it answers; false when it answers none of ours.
-func (a *association) answered(cmd *dimse.Command) bool {
+// answered hands a response to the request of ours whose message id it names; false when it names none of
+// ours. A response of another command to that id (unexpectedResponse, the client's rule) does not answer it: the
+// request fails with ErrUnexpectedResponse, and the error returned is the invalid PDU's.
+func (a *association) answered(cmd *dimse.Command) (bool, error) {
 	a.outbox.mu.Lock()
 	ob := a.outbox.sent[cmd.MessageIDBeingRespondedTo]
 	delete(a.outbox.sent, cmd.MessageIDBeingRespondedTo)
 	a.outbox.mu.Unlock()
 	if ob == nil {
-		return false
+		return false, nil
+	}
+	if why := unexpectedResponse(ob.rq, cmd); why != "" {
+		err := fmt.Errorf("dicomnet: association %s: %s: %w", a.info.ID, why, ErrUnexpectedResponse)
+		ob.done <- outcome{err: err}
+		return true, err
 	}
 	ob.done <- outcome{status: dimse.Status{Code: cmd.Status, Comment: cmd.ErrorComment}}
-	return true
+	return true, nil
 }
 
 // closeOutbox fails every queued and unanswered request: the association has ended.
