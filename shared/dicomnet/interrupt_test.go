@@ -21,7 +21,7 @@ import (
 // hookedConn is a client's connection that runs a hook, once, at a named step, so that a test can land a
 // cancellation between two steps of the client: "read" after a read that returned bytes, "read deadline" and
 // "read deadline set" before and after a read deadline far off (a wait's), "write deadline" before a write
-// deadline far off (a write's), "deadline" and "deadline set"
+// deadline far off (a write's), "write" before a write, "deadline" and "deadline set"
 // before and after SetDeadline (the cancellation's own).
 type hookedConn struct {
 	net.Conn
@@ -67,6 +67,11 @@ func (c *hookedConn) SetWriteDeadline(t time.Time) error {
 		c.run("write deadline")
 	}
 	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *hookedConn) Write(b []byte) (int, error) {
+	c.run("write")
+	return c.Conn.Write(b)
 }
 
 func (c *hookedConn) Read(b []byte) (int, error) {
@@ -415,20 +420,46 @@ func TestClientTeardownAfterACut(t *testing.T) {
 
 // TestClientCancelledBetweenPDUs: a C-STORE cancelled between two PDUs of its message ends the association with an
 // A-ABORT (AA-1), which the peer, holding whole PDUs only, can read: the connection was closed bare, mid-message,
-// the peer left to tell a cancellation from a crash.
+// the peer left to tell a cancellation from a crash. So it does however late the cancellation's own deadline
+// (interruptOn's, set by another goroutine) lands: landing on the A-ABORT's write, it failed that write, and the
+// peer had a bare close after all.
 func TestClientCancelledBetweenPDUs(t *testing.T) {
+	tests := []struct {
+		name string
+		// late: the cancellation's deadline is held until the A-ABORT is being written.
+		late bool
+	}{
+		{"the cancellation's deadline set at once", false},
+		{"the cancellation's deadline landing on the A-ABORT's write", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { cancelledBetweenPDUs(t, tt.late) })
+	}
+}
+
+func cancelledBetweenPDUs(t *testing.T, late bool) {
 	cfg := storeCfg(0)
 	cfg.ARTIMTimeout = 50 * time.Millisecond
 	c := &hookedConn{}
 	p, a := associatedWithParrot(t, cfg, c) // the parrot's PDUs of 16 KiB at most: a data set of 64 KiB takes several
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	applied := make(chan struct{})
+	applied, writing := make(chan struct{}), make(chan struct{})
 	c.on("deadline set", func() { close(applied) })
+	if late {
+		c.on("deadline", func() { waitFor(writing) })
+	}
 	c.on("write deadline", func() { // the command's PDU goes out; before the data set's first, the cancellation
 		c.on("write deadline", func() {
 			cancel()
-			waitFor(applied)
+			if !late {
+				waitFor(applied)
+				return
+			}
+			c.on("write", func() { // the next write, the A-ABORT's: the cancellation's deadline lands first
+				close(writing)
+				waitFor(applied)
+			})
 		})
 	})
 	done := make(chan error, 1)
