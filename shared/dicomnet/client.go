@@ -96,9 +96,11 @@ type ClientAssociation struct {
 	// is due: ResponseTimeout after the wait began (awaitAnswer), whatever else the peer sends meanwhile. Zero:
 	// no wait begun.
 	answerBy time.Time
-	// interrupt is the context of the exchange under way (interruptOn), nil between exchanges.
-	interrupt context.Context
-	buf       [2][]byte // double buffer for streaming data sets
+	// interrupt is the context of the exchange under way (interruptOn), nil between exchanges; interruptMade is
+	// closed once its cancellation's deadline is set (or the connection closed).
+	interrupt     context.Context
+	interruptMade chan struct{}
+	buf           [2][]byte // double buffer for streaming data sets
 	// PeerImplementationClassUID and PeerImplementationVersionName come from the A-ASSOCIATE-AC, bounded as the
 	// server's AssociationInfo's are.
 	PeerImplementationClassUID, PeerImplementationVersionName string
@@ -407,8 +409,8 @@ func (a *ClientAssociation) PeerMaxPDULength() uint32 { return a.peerMax }
 // made: a cancellation landing as the exchange ends cannot set its deadline
 // later, in the next exchange's wait.
 func (a *ClientAssociation) interruptOn(ctx context.Context) (stop func()) {
-	a.interrupt = ctx
 	made := make(chan struct{})
+	a.interrupt, a.interruptMade = ctx, made
 	after := context.AfterFunc(ctx, func() {
 		defer close(made)
 		if err := a.nc.SetDeadline(time.Now()); err != nil {
@@ -423,11 +425,15 @@ func (a *ClientAssociation) interruptOn(ctx context.Context) (stop func()) {
 	}
 }
 
-// interrupted is why the exchange under way was interrupted (its context's cause), nil if it was not.
+// interrupted is why the exchange under way was interrupted (its context's cause), nil if it was not. It returns
+// the cause once the interruption is made (interruptOn's deadline set, by another goroutine), so that what the
+// caller does next, a deadline set or the A-ABORT written, comes after it: landing later, that deadline (now)
+// failed the A-ABORT's write, and the association ended in a bare close.
 func (a *ClientAssociation) interrupted() error {
 	if a.interrupt == nil || a.interrupt.Err() == nil {
 		return nil
 	}
+	<-a.interruptMade // ctx is done and stop not called: the AfterFunc runs, or has run
 	return context.Cause(a.interrupt)
 }
 
