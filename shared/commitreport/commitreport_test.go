@@ -67,6 +67,13 @@ func TestParsePeersHost(t *testing.T) {
 		{"PACS=pacs:104", true},
 		{"PACS=pacs-1.st-mary.example:104", true},
 		{"PACS=tls://PACS.Example:2762", true},
+		// A fully qualified name, rooted (its trailing dot: no search domain appended), is dialled as one; it
+		// was taken before hosts were checked, and refused since as "neither an IP address nor a DNS name".
+		{"PACS=pacs.example.:104", true},
+		{"PACS=tls://pacs.example.:2762", true},
+		{"PACS=.:104", false},
+		{"PACS=pacs..:104", false},
+		{"PACS=10.1.2.3.:104", false},
 		{"PACS=pacs example:104", false},
 		{"PACS=tls://pacs example:2762", false},
 		{"PACS=pacs\texample:104", false},
