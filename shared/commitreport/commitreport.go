@@ -109,12 +109,13 @@ func dnsName(name string) string {
 }
 
 // checkHost reports what keeps host, of a peer's host:port, from being dialled, or nil: it is an IP address, or a
-// host name by the rule of a DNS name (dnsName).
+// host name by the rule of a DNS name (dnsName), written relative or fully qualified (one trailing dot, rooted:
+// the resolver appends no search domain; a certificate's names match it as without).
 func checkHost(host string) error {
 	if _, err := netip.ParseAddr(host); err == nil {
 		return nil
 	}
-	if why := dnsName(host); why != "" {
+	if why := dnsName(strings.TrimSuffix(host, ".")); why != "" {
 		return fmt.Errorf("host %q is neither an IP address nor a DNS name (%s)", host, why)
 	}
 	return nil

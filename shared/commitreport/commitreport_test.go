@@ -176,7 +176,8 @@ func FuzzParsePeers(f *testing.F) {
 		"PACS=tls://[::1]:2762?serverName=pacs.example", "PACS=tls://[fe80::1%eth0]:2762?serverName=PACS.Example",
 		"PACS=tls://h:1?serverName=xn--bcher-kva.example", "PACS=tls://h:1?serverName=pacs.example.",
 		"PACS=tls://h:1?serverName=a%2eb&c=d#e", "PACS=tls://h:1?serverName=a,MR=tls://h:2?serverName=10.1.2",
-		"PACS=tls://h:1?ServerName=x", "PACS=tls://h:1?serverName=x&serverName=y", "PACS=pacs example:104"} {
+		"PACS=tls://h:1?ServerName=x", "PACS=tls://h:1?serverName=x&serverName=y", "PACS=pacs example:104",
+		"PACS=pacs.example.:104", "PACS=.:104"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, spec string) {
