@@ -506,3 +506,54 @@ func TestCommitmentLookupPanicFailsItsTransactionAlone(t *testing.T) {
 		t.Errorf("log %s: want one %q with the stack, run: commitment and the association, no UID", s, pipeline.ScheduledPanicLog)
 	}
 }
+
+// peerHeldUntil is a store whose requesting AEs are all held by another worker, their lease ending at until.
+type peerHeldUntil struct {
+	pipeline.CommitmentStore
+	until time.Time
+}
+
+func (p peerHeldUntil) LeaseCommitmentPeer(context.Context, string, string, time.Time, time.Time) (time.Time, bool, error) {
+	return p.until, false, nil
+}
+
+// TestCommitmentWaitingForTheAENeverDueBeforeNow: a transaction whose requesting AE another worker's delivery holds
+// is left due no earlier than now, however old the end the store gives for that lease, and no later than that end;
+// no attempt is counted. Found by review: a lease read as over (a DynamoDB lease released between the refused write
+// and its read: until 0) left the transaction due in 1970, first in the due order.
+func TestCommitmentWaitingForTheAENeverDueBeforeNow(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		until time.Duration // from now; 0 with epoch
+		epoch bool
+	}{
+		{name: "released: until 0", epoch: true},
+		{name: "ended a second ago", until: -time.Second},
+		{name: "ending now", until: 0},
+		{name: "ending in a second", until: time.Second},
+		{name: "ending in a minute", until: time.Minute},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := transactionToReport(t, false)
+			until := c.now.Add(tt.until)
+			if tt.epoch {
+				until = time.Unix(0, 0).UTC()
+			}
+			c.p.Commitments = peerHeldUntil{CommitmentStore: c.p.Commitments, until: until}
+			c.at(0)
+			tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "due from now to the lease's end"
+			if !until.After(c.now) {
+				want = "due now"
+			}
+			if len(c.reports()) != 0 || tx.State != pipeline.CommitmentReporting || tx.Attempts != 0 || tx.NextAttempt.Before(c.now) ||
+				(until.After(c.now) && tx.NextAttempt.After(until)) || (!until.After(c.now) && !tx.NextAttempt.Equal(c.now)) {
+				t.Errorf("AE held until %v from now: %d reports, %s, %d attempts, due %v from now; want no report, reporting, no attempt, %s",
+					until.Sub(c.now), len(c.reports()), tx.State, tx.Attempts, tx.NextAttempt.Sub(c.now), want)
+			}
+		})
+	}
+}

@@ -30,6 +30,7 @@ func RunCommitmentStore(t *testing.T, newStore func(t *testing.T) pipeline.Commi
 	t.Run("ReportedOnceByTwoWorkers", func(t *testing.T) { testReportedOnce(t, newStore(t), 0) })
 	t.Run("TakenOverOnceTheRunHasEnded", func(t *testing.T) { testReportedOnce(t, newStore(t), time.Minute) })
 	t.Run("PeerLease", func(t *testing.T) { testPeerLease(t, newStore(t)) })
+	t.Run("PeerLeaseRefusedUntilLater", func(t *testing.T) { testPeerLeaseRefusedUntilLater(t, newStore(t)) })
 	t.Run("OneDeliveryToAnAEAcrossWorkers", func(t *testing.T) { testOneDeliveryPerAE(t, newStore(t)) })
 }
 
@@ -312,18 +313,67 @@ func testPeerLease(t *testing.T, s pipeline.CommitmentStore) {
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
-			_, ok, err := s.LeaseCommitmentPeer(ctx, "RACED", fmt.Sprintf("tx%02d", i), T0, T0.Add(time.Minute))
-			if err != nil {
+			held, ok, err := s.LeaseCommitmentPeer(ctx, "RACED", fmt.Sprintf("tx%02d", i), T0, T0.Add(time.Minute))
+			switch {
+			case err != nil:
 				t.Error(err)
-			}
-			if ok {
+			case ok:
 				wins.Add(1)
+			case !held.Equal(T0.Add(time.Minute)):
+				t.Errorf("a racing holder refused, held until %v in; want the winner's end, 1m0s", held.Sub(T0))
 			}
 		})
 	}
 	wg.Wait()
 	if wins.Load() != 1 {
 		t.Errorf("%d of 8 racing holders have the AE, want 1", wins.Load())
+	}
+}
+
+// testPeerLeaseRefusedUntilLater: "not taken" always comes with an end after now, however the lease changes hands
+// while it is asked for: while one holder takes the AE and releases it over and over (deliveries one after another),
+// others ask for it, releasing it at once when they have it. Found by review: the DynamoDB adapter read the lease in
+// force after its conditional write was refused, and a holder releasing it in between made that read a lease ended
+// (until 0: 1970), which deliverCommitment took for the end to wait for, the transaction left due in 1970.
+func testPeerLeaseRefusedUntilLater(t *testing.T, s pipeline.CommitmentStore) {
+	ctx := context.Background()
+	const ae, rounds = "CYCLED", 40
+	ask := func(holder string) (taken bool) {
+		held, ok, err := s.LeaseCommitmentPeer(ctx, ae, holder, T0, T0.Add(time.Minute))
+		switch {
+		case err != nil:
+			t.Errorf("%s: %v", holder, err)
+		case ok:
+			if err := s.ReleaseCommitmentPeer(ctx, ae, holder); err != nil {
+				t.Errorf("%s: release: %v", holder, err)
+			}
+		case !held.After(T0):
+			t.Errorf("%s refused, the lease in force ending %v in; want an end after now", holder, held.Sub(T0))
+		}
+		return ok
+	}
+	var wg sync.WaitGroup
+	var asked atomic.Int32
+	wg.Go(func() {
+		for range rounds * 4 {
+			if asked.Load() == 3 {
+				return
+			}
+			ask("cycler")
+		}
+	})
+	for i := range 3 {
+		wg.Go(func() {
+			defer asked.Add(1)
+			for range rounds {
+				ask(fmt.Sprintf("asker%d", i))
+			}
+		})
+	}
+	wg.Wait()
+	// Released, the AE is taken at once, before the end the lease had.
+	if _, ok, err := s.LeaseCommitmentPeer(ctx, ae, "last", T0, T0.Add(time.Minute)); err != nil || !ok {
+		t.Errorf("the AE released by every holder: taken %v, %v; want taken", ok, err)
 	}
 }
 
