@@ -163,34 +163,47 @@ func commitmentPeerKey(ae string) map[string]ddbtypes.AttributeValue {
 	return key(keyValue("COMMITPEER#", ae), "COMMITPEER")
 }
 
+// peerLeaseTries is how many times LeaseCommitmentPeer asks for a lease
+// it finds over once refused.
+const peerLeaseTries = 3
+
 // LeaseCommitmentPeer implements pipeline.CommitmentStore: a PutItem
 // conditioned on the lease being free, over or holder's; on a refusal, a
-// consistent read of the lease in force.
+// consistent read of the lease in force. A lease the read finds over (its
+// holder released it, until 0, or it ended, between the refusal and the
+// read) is asked for again, peerLeaseTries times in all; one changing hands
+// at every try is answered as held until until.
 func (c *CommitmentTable) LeaseCommitmentPeer(ctx context.Context, ae, holder string, now, until time.Time) (time.Time, bool, error) {
 	item := commitmentPeerKey(ae)
 	item["holder"], item["until"] = sv(holder), nv(until.UnixNano())
-	_, err := c.Client.PutItem(ctx, &dynamodb.PutItemInput{TableName: &c.Table, Item: item,
+	put := &dynamodb.PutItemInput{TableName: &c.Table, Item: item,
 		ConditionExpression:       aws.String("attribute_not_exists(pk) OR #u <= :now OR #h = :h"),
 		ExpressionAttributeNames:  map[string]string{"#u": "until", "#h": "holder"},
 		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":now": nv(now.UnixNano()), ":h": sv(holder)},
-	})
-	switch {
-	case err == nil:
-		return until, true, nil
-	case !isCondFailed(err):
-		return time.Time{}, false, fmt.Errorf("awsadapters: lease commitment peer: %w", err)
 	}
-	out, err := c.Client.GetItem(ctx, &dynamodb.GetItemInput{TableName: &c.Table, Key: commitmentPeerKey(ae), ConsistentRead: aws.Bool(true)})
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("awsadapters: lease commitment peer: %w", err)
+	for range peerLeaseTries {
+		_, err := c.Client.PutItem(ctx, put)
+		switch {
+		case err == nil:
+			return until, true, nil
+		case !isCondFailed(err):
+			return time.Time{}, false, fmt.Errorf("awsadapters: lease commitment peer: %w", err)
+		}
+		out, err := c.Client.GetItem(ctx, &dynamodb.GetItemInput{TableName: &c.Table, Key: commitmentPeerKey(ae), ConsistentRead: aws.Bool(true)})
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("awsadapters: lease commitment peer: %w", err)
+		}
+		var held struct {
+			Until int64 `dynamodbav:"until"`
+		}
+		if err := attributevalue.UnmarshalMap(out.Item, &held); err != nil {
+			return time.Time{}, false, fmt.Errorf("awsadapters: lease commitment peer: %w", err)
+		}
+		if end := time.Unix(0, held.Until).UTC(); end.After(now) {
+			return end, false, nil
+		}
 	}
-	var held struct {
-		Until int64 `dynamodbav:"until"`
-	}
-	if err := attributevalue.UnmarshalMap(out.Item, &held); err != nil {
-		return time.Time{}, false, fmt.Errorf("awsadapters: lease commitment peer: %w", err)
-	}
-	return time.Unix(0, held.Until).UTC(), false, nil
+	return until, false, nil
 }
 
 // ReleaseCommitmentPeer implements pipeline.CommitmentStore: an
