@@ -261,7 +261,9 @@ type CommitmentStore interface {
 	// LeaseCommitmentPeer takes the requesting AE title ae for holder until until, unless another holder's lease
 	// of it ends after now: one delivery to an AE at a time, whichever worker makes it (RunCommitments). It returns
 	// the end of the lease in force (until when taken, else the other holder's) and whether holder has it; holder
-	// taking it again moves its end. AE titles are compared exactly.
+	// taking it again moves its end. Not taken, the end is after now: a lease found over once the store has refused
+	// (its holder released it in between) is asked for again, a few times at most, and one changing hands at every
+	// try is answered as held until until. AE titles are compared exactly.
 	LeaseCommitmentPeer(ctx context.Context, ae, holder string, now, until time.Time) (time.Time, bool, error)
 	// ReleaseCommitmentPeer ends holder's lease of ae; another holder's, or none, is left as it is.
 	ReleaseCommitmentPeer(ctx context.Context, ae, holder string) error
@@ -1028,7 +1030,11 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	}
 	if !ok {
 		log.Info("storage commitment report waits for another worker's delivery to the AE", "calling_ae", tx.CallingAE, "held_until", held)
-		return leave(minTime(held, now.Add(commitmentPoll)))
+		at := minTime(held, now.Add(commitmentPoll))
+		if at.Before(now) {
+			at = now // a lease ended (a store breaking its word): never due before now, first in the due order
+		}
+		return leave(at)
 	}
 	step := commitmentReported
 	tx.Attempts++
