@@ -71,7 +71,7 @@ func CheckServerName(name string) error {
 	if _, err := netip.ParseAddr(name); err == nil {
 		return fmt.Errorf("%q is an IP address: give it as the host, the certificate naming it as an IP SAN", name)
 	}
-	if why := dnsName(name); why != "" {
+	if why := dnsName(name, false); why != "" {
 		return fmt.Errorf("%q is not a DNS name (%s)", name, why)
 	}
 	return nil
@@ -80,8 +80,10 @@ func CheckServerName(name string) error {
 // dnsName says what keeps name from being a DNS name, or "": RFC 1123 labels of letters, digits and hyphens, 1 to
 // 63 characters, neither starting nor ending with a hyphen, separated by dots, 253 characters at most; no
 // wildcard, no trailing dot, the last label not digits only. The rule of a server name (CheckServerName) and of a
-// peer's host that is no IP address (checkHost).
-func dnsName(name string) string {
+// peer's host that is no IP address (checkHost), which takes an underscore too (underscore): a host name as
+// resolvers and /etc/hosts take it (a Docker Compose service, orthanc_pacs, which Go's resolver dials), where a
+// certificate's name is held to RFC 1123.
+func dnsName(name string, underscore bool) string {
 	if len(name) > 253 {
 		return "longer than 253 characters"
 	}
@@ -100,7 +102,11 @@ func dnsName(name string) string {
 			return "a label starting or ending with a hyphen"
 		}
 		for i := 0; i < len(label); i++ {
-			if c := label[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			if c := label[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' ||
+				underscore && c == '_') {
+				if underscore {
+					return "a character other than a letter, digit, hyphen, underscore or dot"
+				}
 				return "a character other than a letter, digit, hyphen or dot"
 			}
 		}
@@ -115,7 +121,7 @@ func checkHost(host string) error {
 	if _, err := netip.ParseAddr(host); err == nil {
 		return nil
 	}
-	if why := dnsName(strings.TrimSuffix(host, ".")); why != "" {
+	if why := dnsName(strings.TrimSuffix(host, "."), true); why != "" {
 		return fmt.Errorf("host %q is neither an IP address nor a DNS name (%s)", host, why)
 	}
 	return nil

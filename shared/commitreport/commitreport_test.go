@@ -79,7 +79,11 @@ func TestParsePeersHost(t *testing.T) {
 		{"PACS=pacs\texample:104", false},
 		{"PACS=pacs\x00:104", false},
 		{"PACS=pacs@example:104", false},
-		{"PACS=pacs_1.example:104", false},
+		// A host name as resolvers take it: an underscore (a Docker Compose service), taken before hosts were
+		// checked and dialled by Go's resolver; a server name is held to RFC 1123 (TestCheckServerName).
+		{"PACS=orthanc_pacs:104", true},
+		{"PACS=pacs_1.example:104", true},
+		{"PACS=pacs+1.example:104", false},
 		{"PACS=-pacs.example:104", false},
 		{"PACS=pacs..example:104", false},
 		{"PACS=10.1.2:104", false}, // an IPv4 address as inet_aton reads it, not as we print one
