@@ -706,16 +706,24 @@ func (x *IndexTable) instance(ctx context.Context, rec pipeline.InstanceRecord) 
 }
 
 // attributeUpdate writes the difference between seen and want: attributes
-// filled in only if still absent, times moved only forward (or, for
+// filled in only if still absent (or, one Merge counts as no value, such
+// as a Patient's Name of delimiters alone stored before names took the
+// index's form, still as seen), times moved only forward (or, for
 // firstReceived, back), findings added to a set.
 func attributeUpdate(table string, rec pipeline.InstanceRecord, seen, want pipeline.StudySummary, remove, done bool) *dynamodb.UpdateItemInput {
 	vals := map[string]ddbtypes.AttributeValue{}
 	var set, cond []string
 	fillIn := func(attr, was, v string) {
-		if was == "" && v != "" {
-			vals[":"+attr] = sv(v)
-			set = append(set, attr+" = :"+attr)
+		if v == "" || v == was {
+			return
+		}
+		vals[":"+attr] = sv(v)
+		set = append(set, attr+" = :"+attr)
+		if was == "" {
 			cond = append(cond, "attribute_not_exists("+attr+")")
+		} else {
+			vals[":was_"+attr] = sv(was)
+			cond = append(cond, attr+" = :was_"+attr)
 		}
 	}
 	fillIn("patientId", seen.PatientID, want.PatientID)

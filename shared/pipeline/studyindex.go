@@ -146,8 +146,13 @@ func samePersonName(a, b string) bool {
 //     patient attributes (Patient's Sex too). Never a silent merge.
 //     Patient's Name is taken in the index's form (IndexedPersonName): a
 //     name of delimiters alone is no name, which neither fills the study's
-//     nor disagrees with it.
+//     nor disagrees with it; nor does the study's, which a study indexed
+//     before names took that form may hold as sent ("^^^^", "=^^^^="):
+//     in's name replaces it.
 func (s *StudySummary) Merge(in InstanceRecord) []Finding {
+	if IndexedPersonName(s.PatientName) == "" {
+		s.PatientName = ""
+	}
 	if s.StudyInstanceUID == "" {
 		s.StudyInstanceUID = in.StudyInstanceUID
 	}

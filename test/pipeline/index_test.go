@@ -123,6 +123,18 @@ func TestIndexConformanceOnDynalite(t *testing.T) {
 		Crash: func(_ *testing.T, ix pipeline.IndexStore, n int) pipeline.IndexStore {
 			return &awsadapters.IndexTable{Client: dynamoClient(tables.url, crashAfter(n)), Table: ix.(*awsadapters.IndexTable).Table}
 		},
+		StoreName: func(t *testing.T, ix pipeline.IndexStore, uid, name string) {
+			_, err := tables.c.UpdateItem(context.Background(), &dynamodb.UpdateItemInput{
+				TableName: aws.String(ix.(*awsadapters.IndexTable).Table),
+				Key: map[string]ddbtypes.AttributeValue{
+					"pk": &ddbtypes.AttributeValueMemberS{Value: "STUDY#" + uid}, "sk": &ddbtypes.AttributeValueMemberS{Value: "STUDY"}},
+				UpdateExpression:          aws.String("SET patientName = :n"),
+				ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":n": &ddbtypes.AttributeValueMemberS{Value: name}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		},
 	})
 }
 

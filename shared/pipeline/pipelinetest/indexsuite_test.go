@@ -10,6 +10,9 @@ import (
 func TestIndexConformance(t *testing.T) {
 	pipelinetest.RunIndexStore(t, pipelinetest.IndexHarness{
 		New: func(*testing.T) pipeline.IndexStore { return pipelinetest.NewIndex() },
+		StoreName: func(_ *testing.T, ix pipeline.IndexStore, uid, name string) {
+			ix.(*pipelinetest.Index).StoreName(uid, name)
+		},
 	})
 }
 

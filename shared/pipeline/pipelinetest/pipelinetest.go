@@ -353,6 +353,14 @@ func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (p
 	return pipeline.UpsertResult{Outcome: outcome, Study: cloneStudy(st), Instance: in}, nil
 }
 
+// StoreName sets the Patient's Name study uid holds to name, as written
+// (IndexHarness.StoreName).
+func (x *Index) StoreName(uid, name string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.studies[uid].PatientName = name
+}
+
 func cloneStudy(s *pipeline.StudySummary) pipeline.StudySummary {
 	c := *s
 	c.Modalities = slices.Clone(s.Modalities)
