@@ -183,7 +183,8 @@ type CommitmentTransaction struct {
 	NextAttempt time.Time `json:"nextAttempt"`
 	// Leased: NextAttempt is the end of a worker's lease of the transaction (advance, evaluateCommitment), not a time
 	// it falls due by schedule (a poll, a retry's backoff, a delivery left to the next run). Set and cleared by lease
-	// and dueAt alone. A store that knows every worker gone (local mode's database, under its data directory's lock,
+	// and dueAt alone, and cleared when the transaction is finished (finishCommitment): a transaction done is held by
+	// no worker, its NextAttempt the past lease's end. A store that knows every worker gone (local mode's database, under its data directory's lock,
 	// at start) ends such leases at once (ReleasedLease). A transaction written before it has none.
 	Leased bool `json:"leased,omitempty"`
 	// ReportDeadline is when delivery is given up; set with the result.
@@ -1142,6 +1143,7 @@ func (p *Pipeline) finishCommitment(ctx context.Context, a *announcer, step comm
 	case err != nil:
 		return false, err
 	}
+	tx.Leased = false // done: no worker holds it (Leased)
 	if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil {
 		return false, fmt.Errorf("pipeline: commitment: %w", err)
 	}

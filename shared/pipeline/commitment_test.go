@@ -1278,3 +1278,44 @@ func TestCommitmentUndeliverableSaysWhy(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitmentFinishedHoldsNoLease: a transaction finished (reported, given up, or either finished by a later run
+// once the bus was back) is held by no worker: it kept the lease of the run that finished it (Leased, a past
+// NextAttempt), which ReleasedLease ignores for a transaction done but which said to anyone reading the item that a
+// worker held it.
+func TestCommitmentFinishedHoldsNoLease(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		reportErr error
+		busDown   bool
+		want      pipeline.CommitmentState
+	}{
+		{"reported", nil, false, pipeline.CommitmentReported},
+		{"undeliverable", errors.New("dial PACS: connection refused"), false, pipeline.CommitmentUndeliverable},
+		{"reported, the bus down", nil, true, pipeline.CommitmentReported},
+		{"undeliverable, the bus down", errors.New("dial PACS: connection refused"), true, pipeline.CommitmentUndeliverable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCommitmentFixture(t)
+			c.p.CommitmentReportFor = time.Nanosecond // the first failed attempt is past the deadline
+			c.f.Reporter.Err = tc.reportErr
+			c.store(sop1)
+			if tc.busDown {
+				c.f.Events.Err = errors.New("event bus down")
+			}
+			c.put(txnUID, ctRef(sop1))
+			if _, err := c.p.RunCommitments(context.Background(), c.now); (err != nil) != tc.busDown {
+				t.Fatalf("run: %v", err)
+			}
+			c.f.Events.Err = nil
+			c.at(3 * time.Minute) // past the lease
+			tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tx.State != tc.want || tx.Leased {
+				t.Errorf("finished transaction: %s, leased %v until %v; want %s, not leased", tx.State, tx.Leased, tx.NextAttempt, tc.want)
+			}
+		})
+	}
+}
