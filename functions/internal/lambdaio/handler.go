@@ -220,7 +220,8 @@ func (h *ScheduleHandler) Handle(ctx context.Context, _ json.RawMessage) (map[st
 // way it then moves due transactions on (Run) for as long as some are
 // pending (Pending) within the invocation, every Poll: a request waiting
 // for instances still being indexed is reported seconds after they are,
-// not a minute later. It stops Margin before the invocation's deadline.
+// not a minute later. It starts no run, the first included, in the
+// invocation's last Margin.
 type CommitmentHandler struct {
 	Requests *ObjectHandler
 	Run      func(ctx context.Context, now time.Time) (int, error)
@@ -286,14 +287,19 @@ func (h *CommitmentHandler) moveOn(ctx context.Context) error {
 		}
 		return err
 	}
-	for {
+	// The one rule for every run, the first (after a batch of requests,
+	// however long it took) included: none starts in the invocation's last
+	// margin, which leaves a run's deliveries what the margin has beyond
+	// pipeline.CommitmentWriteMargin. A transaction left is the next
+	// invocation's, the schedule's within a minute.
+	starts := func(at time.Time) bool { return at.Before(end) }
+	for starts(time.Now()) {
 		n, err := h.Run(ctx, time.Now())
 		finished += n
 		if err != nil {
 			return fail(err)
 		}
-		next := time.Now().Add(poll)
-		if next.After(end) {
+		if !starts(time.Now().Add(poll)) {
 			break
 		}
 		pending, err := h.Pending(ctx, end)
