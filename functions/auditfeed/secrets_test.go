@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
 	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio/lambdaiotest"
@@ -46,8 +47,10 @@ func tlsCollector(t *testing.T, serverCA, clientCA *testpki.CA) (addr string, ta
 // TestSecretsReadAgainAfterAFailedHandshake: the client certificate rotated in its secret (the collector now asks
 // for one of a new CA) was taken only at a cold start: the function, warm, failed every batch with the old one,
 // and Lambda's retries never ended. A batch whose TLS handshake fails has the secrets read again for the next, as
-// the commitment function does: the rotation is taken without a cold start. A collector that does not answer at
-// all (no handshake) has them kept: no read per retry.
+// the commitment function does: the rotation is taken without a cold start. Only a handshake refused is taken for
+// a rotation (the collector's TLS alert, or our refusal of its certificate: auditfeed.Refused): a collector that does
+// not answer at all, or takes the connection and times out or resets the handshake (overloaded, a network), has them
+// kept: no read per failed batch and Lambda retry.
 func TestSecretsReadAgainAfterAFailedHandshake(t *testing.T) {
 	collectorCA, oldCA, newCA := testpki.NewCA(t, "collector CA"), testpki.NewCA(t, "old client CA"), testpki.NewCA(t, "new client CA")
 	pemOf := func(c *testpki.Cert) string { return string(c.CertPEM) + string(c.KeyPEM) }
@@ -77,6 +80,25 @@ func TestSecretsReadAgainAfterAFailedHandshake(t *testing.T) {
 			h.sender.(*auditfeed.Collector).Addr = closedPort(t)
 		}, false, 2, 2},
 		{"and again", nil, false, 2, 2},
+		// A collector overloaded or a network that breaks (a handshake timed out or reset) is no rotation: each
+		// failed batch and Lambda retry read both secrets again.
+		{"a collector that takes the connection and never answers the handshake: kept", func() {
+			h.sender.(*auditfeed.Collector).Addr = rawCollector(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+			h.sender.(*auditfeed.Collector).Timeout = 300 * time.Millisecond
+		}, false, 2, 2},
+		{"and again after the timeout", nil, false, 2, 2},
+		{"a collector that resets the connection in the handshake: kept", func() {
+			h.sender.(*auditfeed.Collector).Addr = rawCollector(t, func(c net.Conn) {
+				_, _ = c.Read(make([]byte, 1024)) // the ClientHello, then a reset (SO_LINGER 0)
+				_ = c.(*net.TCPConn).SetLinger(0)
+			})
+		}, false, 2, 2},
+		{"and again after the reset", nil, false, 2, 2},
+		// We refuse the collector's certificate (it chains to no CA of ours: the collector CA rotated): read again.
+		{"a collector whose certificate we refuse", func() {
+			h.sender.(*auditfeed.Collector).Addr, _ = tlsCollector(t, testpki.NewCA(t, "another collector CA"), newCA)
+		}, false, 2, 2},
+		{"read again after our refusal", nil, false, 3, 2},
 	} {
 		if step.before != nil {
 			step.before()
@@ -93,6 +115,30 @@ func TestSecretsReadAgainAfterAFailedHandshake(t *testing.T) {
 	if strings.Contains(logs.String(), "PRIVATE KEY") {
 		t.Error("a key in the log")
 	}
+}
+
+// rawCollector is a loopback TCP listener of the test's own, handle given each connection (then closed): a
+// collector that is no TLS server as it should be.
+func rawCollector(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return l.Addr().String()
 }
 
 // closedPort is a loopback address where nothing listens.
