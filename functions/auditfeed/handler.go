@@ -23,8 +23,9 @@ type handler struct {
 	log    *slog.Logger
 	// render renders one record (nil: auditfeed.FormatRecord).
 	render func(pipeline.AuditRecord, auditfeed.Header) ([][]byte, error)
-	// tlsFailed, when set, is called when a batch failed its TLS handshake (auditfeed.ErrHandshake): the secrets
-	// are read again for the next (lambdaio.KeptSecret.Forget), so that a rotation is taken without a cold start.
+	// tlsFailed, when set, is called when a batch's TLS handshake was refused (auditfeed.Refused: the collector's
+	// alert, or our refusal of its certificate): the secrets are read again for the next (lambdaio.KeptSecret.Forget),
+	// so that a rotation is taken without a cold start. A handshake timed out or reset keeps them.
 	tlsFailed func()
 }
 
@@ -65,7 +66,7 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 	}}
 	if sent, err := b.Send(sctx, items); err != nil {
 		h.log.Warn(auditfeed.BatchNotDeliveredLog, "records", len(ev.Records), "messages", sent.Messages, "err", err)
-		if errors.Is(err, auditfeed.ErrHandshake) && h.tlsFailed != nil {
+		if auditfeed.Refused(err) && h.tlsFailed != nil {
 			h.tlsFailed()
 		}
 		resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}

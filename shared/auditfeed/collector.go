@@ -103,9 +103,23 @@ func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) 
 }
 
 // ErrHandshake is in Send's error (errors.Is) when the TLS handshake with the collector failed, or the collector
-// answered our batch with a TLS alert (under TLS 1.3 its refusal of our client certificate comes so): the CA or
-// client certificate may have been rotated, and a caller that keeps them reads them again (the auditfeed function).
+// answered our batch with a TLS alert (under TLS 1.3 its refusal of our client certificate comes so). Refused tells
+// those that a rotation of the CA or client certificate may mend from those that time out or break.
 var ErrHandshake = errors.New("TLS handshake failed")
+
+// Refused reports whether err, Send's, is a failed handshake (ErrHandshake) in which a certificate was refused: the
+// collector's TLS alert (it refused ours: the collector's client CA rotated), our verification of the collector's
+// (*tls.CertificateVerificationError: its CA rotated), or our client certificate not valid now, which we do not
+// present (tlstrust.ErrNotValidNow: renewed in its secret). A caller that keeps the CA and client certificate reads
+// them again then (the auditfeed function). A handshake that timed out or was reset (a collector overloaded, a
+// network breaking) is no rotation: reading them again at each failed batch would only add calls.
+func Refused(err error) bool {
+	if !errors.Is(err, ErrHandshake) {
+		return false
+	}
+	_, verification := errors.AsType[*tls.CertificateVerificationError](err)
+	return verification || isAlert(err) || errors.Is(err, tlstrust.ErrNotValidNow)
+}
 
 // Collector sends batches of syslog messages to one collector over TLS.
 type Collector struct {

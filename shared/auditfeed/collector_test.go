@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/elliptic"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 func collector(t *testing.T, pki *auditfeedtest.PKI, addr string, client bool) *auditfeed.Collector {
@@ -221,6 +225,40 @@ func TestTLSConfigCA(t *testing.T) {
 	}
 }
 
+// TestRefused: a failed handshake is taken for a rotation of the CA or client certificate (the function reads its
+// secrets again) only when a certificate was refused: the collector's alert, our verification of its certificate, our
+// client certificate not valid now. Every ErrHandshake was: a handshake that timed out or was reset (a collector
+// overloaded) had the function read both secrets again at each failed batch and Lambda retry.
+func TestRefused(t *testing.T) {
+	handshake := func(err error) error { // as Send wraps it
+		return fmt.Errorf("auditfeed: connect to 127.0.0.1:6514: %w: %w", auditfeed.ErrHandshake, err)
+	}
+	alert := &net.OpError{Op: "remote error", Err: tls.AlertError(42)} // bad_certificate, as crypto/tls reports it
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"the collector's alert in the handshake", handshake(alert), true},
+		{"the collector's alert after a failed write (TLS 1.3)", fmt.Errorf("auditfeed: send to x: %w: %w (%w)", auditfeed.ErrHandshake, alert,
+			&net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}), true},
+		{"its certificate of no CA of ours", handshake(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), true},
+		{"its certificate not naming the host", handshake(&tls.CertificateVerificationError{Err: x509.HostnameError{Host: "collector"}}), true},
+		{"our client certificate expired", handshake(fmt.Errorf("tlstrust: our client certificate, which the server asked for: %w", tlstrust.ErrNotValidNow)), true},
+		{"timed out", handshake(context.DeadlineExceeded), false},
+		{"reset", handshake(reset), false},
+		{"closed at once", handshake(io.EOF), false},
+		{"an alert, no handshake", fmt.Errorf("auditfeed: x: %w", alert), false},
+		{"no connection", fmt.Errorf("auditfeed: connect to x: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), false},
+		{"none", nil, false},
+	} {
+		if got := auditfeed.Refused(tt.err); got != tt.want {
+			t.Errorf("%s: Refused(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
+
 // TestCollectorRefusedCertificateIsAFailedHandshake: a collector that refuses our client certificate (rotated on its
 // side: it now wants one of another CA) fails the batch with ErrHandshake, by which the auditfeed function reads its
 // secrets again, under TLS 1.2 and 1.3 and whatever the batch's size. Under TLS 1.3 the refusal comes after our side
@@ -268,8 +306,8 @@ func TestCollectorRefusedCertificateIsAFailedHandshake(t *testing.T) {
 			// The writes race the collector's close: each try is one outcome of the race.
 			for range 10 {
 				err := c.Send(context.Background(), msgs)
-				if err == nil || errors.Is(err, auditfeed.ErrHandshake) != tt.refuse {
-					t.Fatalf("Send = %v; want a failure, ErrHandshake %v", err, tt.refuse)
+				if err == nil || errors.Is(err, auditfeed.ErrHandshake) != tt.refuse || auditfeed.Refused(err) != tt.refuse {
+					t.Fatalf("Send = %v; want a failure, ErrHandshake and Refused %v", err, tt.refuse)
 				}
 			}
 		})
