@@ -141,6 +141,12 @@ func TestAuditFeed(t *testing.T) {
 				sawBacklog = a["Threshold"] == float64(300000) && a["Statistic"] == "Maximum"
 			case a["MetricName"] == "ApproximateNumberOfMessagesVisible":
 				sawDlq = a["Threshold"] == float64(0)
+			case a["MetricName"] == "Errors":
+				// Secrets are read at the first batch and no longer stop the function (lambdaio.KeptSecret): the
+				// errors alarm names where unusable ones sound instead.
+				if d, _ := a["AlarmDescription"].(string); strings.Contains(d, "secrets)") || !strings.Contains(d, "AuditFeedNotDelivered") {
+					t.Errorf("errors alarm %q, want its causes (settings, a crash, a timeout) and unusable secrets sent to AuditFeedNotDelivered", d)
+				}
 			case a["MetricName"] == MetricAuditFeedNotDelivered:
 				sawNotDelivered = a["Threshold"] == float64(0) && a["Statistic"] == "Sum" && a["Period"] == float64(60) &&
 					a["EvaluationPeriods"] == float64(2) && a["ComparisonOperator"] == "GreaterThanThreshold"
