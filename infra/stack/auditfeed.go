@@ -166,6 +166,6 @@ func (f *AuditFeed) alarms(alarm alarmFunc) []awscloudwatch.IMetric {
 	notDelivered := f.NotDelivered.With(&awscloudwatch.MetricOptions{Period: minute})
 	alarm("AuditFeedNotDelivered", notDelivered, 0, gt, 2,
 		"Audit feed batches not delivered in each of 2 minutes running: the syslog collector is unreachable or refusing TLS, or the feed's secrets are unusable; records wait in the stream (see docs/operations/alarms.md)")
-	errs := functionAlarms(alarm, "AuditFeed", FnAuditFeed, f.Function, "The audit feed function failed (configuration or secrets); the stream waits")
+	errs := functionAlarms(alarm, "AuditFeed", FnAuditFeed, f.Function, "The audit feed function failed (settings, a crash or a timeout); the stream waits. Unusable secrets sound AuditFeedNotDelivered")
 	return []awscloudwatch.IMetric{backlog, dlq, notDelivered, errs}
 }
