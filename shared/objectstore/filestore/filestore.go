@@ -44,7 +44,10 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
 
-// TempDir is the directory under root holding files being written.
+// TempDir is the directory under root holding files being written: the
+// store's own (ObjectTempPrefix, RecordTempPrefix) and local mode's copies
+// and Storage Commitment results (local-*.tmp, scp-task's files.writeFile),
+// all on the store's file system. New empties it at each start.
 const TempDir = ".tmp"
 
 // ObjectTempPrefix begins the name of an object's file in TempDir while
