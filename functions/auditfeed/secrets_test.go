@@ -83,12 +83,12 @@ func TestSecretsReadAgainAfterAFailedHandshake(t *testing.T) {
 		// A collector overloaded or a network that breaks (a handshake timed out or reset) is no rotation: each
 		// failed batch and Lambda retry read both secrets again.
 		{"a collector that takes the connection and never answers the handshake: kept", func() {
-			h.sender.(*auditfeed.Collector).Addr = rawCollector(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+			h.sender.(*auditfeed.Collector).Addr = auditfeedtest.ServeTCP(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 			h.sender.(*auditfeed.Collector).Timeout = 300 * time.Millisecond
 		}, false, 2, 2},
 		{"and again after the timeout", nil, false, 2, 2},
 		{"a collector that resets the connection in the handshake: kept", func() {
-			h.sender.(*auditfeed.Collector).Addr = rawCollector(t, func(c net.Conn) {
+			h.sender.(*auditfeed.Collector).Addr = auditfeedtest.ServeTCP(t, func(c net.Conn) {
 				_, _ = c.Read(make([]byte, 1024)) // the ClientHello, then a reset (SO_LINGER 0)
 				_ = c.(*net.TCPConn).SetLinger(0)
 			})
@@ -115,30 +115,6 @@ func TestSecretsReadAgainAfterAFailedHandshake(t *testing.T) {
 	if strings.Contains(logs.String(), "PRIVATE KEY") {
 		t.Error("a key in the log")
 	}
-}
-
-// rawCollector is a loopback TCP listener of the test's own, handle given each connection (then closed): a
-// collector that is no TLS server as it should be.
-func rawCollector(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	return l.Addr().String()
 }
 
 // closedPort is a loopback address where nothing listens.

@@ -2,6 +2,7 @@ package auditfeedtest
 
 import (
 	"crypto/tls"
+	"net"
 	"testing"
 )
 
@@ -11,7 +12,18 @@ import (
 // collector's host:port.
 func ServeTLS(t testing.TB, cfg *tls.Config, handle func(c *tls.Conn, handshake error)) string {
 	t.Helper()
-	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	return ServeTCP(t, func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		handle(tc, tc.Handshake())
+	})
+}
+
+// ServeTCP is a collector of the test's own on a loopback port that speaks no TLS of itself, until the test ends:
+// handle is given each connection (one that never answers the handshake, one that resets it), then the connection
+// is closed. It returns the collector's host:port.
+func ServeTCP(t testing.TB, handle func(c net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,8 +36,7 @@ func ServeTLS(t testing.TB, cfg *tls.Config, handle func(c *tls.Conn, handshake 
 			}
 			go func() {
 				defer c.Close()
-				tc := c.(*tls.Conn)
-				handle(tc, tc.Handshake())
+				handle(c)
 			}()
 		}
 	}()
