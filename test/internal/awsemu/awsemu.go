@@ -10,6 +10,7 @@
 package awsemu
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -31,7 +32,44 @@ func WaitTCP(addr string, within time.Duration) error {
 
 // Process is a child process started by this package.
 type Process struct {
-	cmd *exec.Cmd
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has ended and been waited for
+}
+
+// startProcess starts cmd and returns it as a Process, waited for as it ends.
+func startProcess(cmd *exec.Cmd) (*Process, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Process{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait() // the error is the kill's, or the exit's that waitListening reports
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// errExited is waitListening's error when the process ended before it
+// listened: a port another process bound between the pick and its own bind
+// (testenv.PickFreeAddr), which its caller may try again on another port.
+var errExited = errors.New("ended before it listened")
+
+// waitListening returns once addr accepts connections, errExited (with how
+// it ended) if p ends first, or an error after within.
+func (p *Process) waitListening(addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("awsemu: %s %w (%v)", p.cmd.Path, errExited, p.cmd.ProcessState)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("awsemu: %s did not start listening within %v", addr, within)
 }
 
 // Stop kills the process and waits for it.
@@ -40,5 +78,5 @@ func (p *Process) Stop() {
 		return
 	}
 	p.cmd.Process.Kill()
-	p.cmd.Wait() // the error is the kill's
+	<-p.exited
 }

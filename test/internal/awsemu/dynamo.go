@@ -25,11 +25,11 @@ func StartDynalite(node, script string, stderr io.Writer) (*Process, string, err
 	_, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(node, script, "--port", port, "--host", "127.0.0.1", "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
 	cmd.Stdout, cmd.Stderr = io.Discard, stderr
-	if err := cmd.Start(); err != nil {
+	p, err := startProcess(cmd)
+	if err != nil {
 		return nil, "", fmt.Errorf("awsemu: start dynalite: %w", err)
 	}
-	p := &Process{cmd: cmd}
-	if err := WaitTCP(addr, 20*time.Second); err != nil {
+	if err := p.waitListening(addr, 20*time.Second); err != nil {
 		p.Stop()
 		return nil, "", err
 	}

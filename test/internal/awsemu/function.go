@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,6 +30,22 @@ type Function struct {
 // name, and returns once it accepts invocations. The function's output
 // (its logs) goes to logs, from one goroutine at a time.
 func StartFunction(rie, name, bootstrap string, env []string, logs io.Writer) (*Function, error) {
+	var err error
+	// Tried again on other ports when the emulator ends before it listens (its port bound meanwhile by another
+	// test's process); a loaded machine gets half a minute to start it.
+	for range functionStartTries {
+		var f *Function
+		if f, err = startFunction(rie, name, bootstrap, env, logs); !errors.Is(err, errExited) {
+			return f, err
+		}
+	}
+	return nil, err
+}
+
+// functionStartTries bounds StartFunction's tries on other ports.
+const functionStartTries = 3
+
+func startFunction(rie, name, bootstrap string, env []string, logs io.Writer) (*Function, error) {
 	addr, err := testenv.PickFreeAddr()
 	if err != nil {
 		return nil, err
@@ -42,13 +59,14 @@ func StartFunction(rie, name, bootstrap string, env []string, logs io.Writer) (*
 	cmd.Env = env
 	// One writer for both: exec.Cmd then copies from one goroutine.
 	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
+	proc, err := startProcess(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("awsemu: start rie for %s: %w", name, err)
 	}
-	f := &Function{Name: name, URL: "http://" + addr + "/2015-03-31/functions/function/invocations", proc: &Process{cmd: cmd}}
-	if err := WaitTCP(addr, 10*time.Second); err != nil {
+	f := &Function{Name: name, URL: "http://" + addr + "/2015-03-31/functions/function/invocations", proc: proc}
+	if err := proc.waitListening(addr, 30*time.Second); err != nil {
 		f.Stop()
-		return nil, err
+		return nil, fmt.Errorf("awsemu: rie for %s: %w", name, err)
 	}
 	return f, nil
 }
